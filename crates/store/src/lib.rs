@@ -1,1 +1,23 @@
-//! placeholder
+//! Storage for qss. This is the only crate that contains SQL (ARCHITECTURE.md). The SQLite
+//! backend is the embedded default; its methods are blocking and are called from a dedicated
+//! writer thread (ingest and aggregation) or from `spawn_blocking` (API reads and admin writes).
+
+mod error;
+pub mod model;
+pub mod sqlite;
+
+pub use error::StoreError;
+pub use model::*;
+pub use sqlite::{NewAccount, SqliteStore, WriteBatch};
+
+/// SHA-256 of a secret: how tokens, keys and client secrets are stored (SPEC 3.1).
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares two hashes in constant time.
+pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}

@@ -1,1 +1,77 @@
-//! placeholder
+//! The HTTP API of qss (SPEC 2–6, 8): an axum router built by [`router`], separate from
+//! binding a socket, so tests can drive it without a port. One module per resource; errors map
+//! to status codes only in `error`.
+
+pub mod admin;
+pub mod auth;
+mod body;
+pub mod cache;
+pub mod clock;
+pub mod error;
+pub mod events;
+pub mod ingest;
+pub mod metrics;
+pub mod oauth;
+pub mod openapi;
+pub mod ops;
+pub mod page_token;
+pub mod settings;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use qss_store::SqliteStore;
+use tokio::sync::mpsc;
+
+pub use cache::Accounts;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::ApiError;
+pub use ingest::IngestJob;
+pub use metrics::Metrics;
+
+/// Limits and settings of the API, from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub public_url: String,
+    pub token_ttl_seconds: u64,
+    pub max_body_bytes: usize,
+    pub max_samples: usize,
+    pub max_sample_age_seconds: i64,
+}
+
+/// Everything handlers share. Cloned per request (all fields are cheap handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ApiConfig>,
+    pub store: Arc<SqliteStore>,
+    pub accounts: Arc<Accounts>,
+    pub auth: Arc<auth::TokenCache>,
+    /// SHA-256 of the operator token.
+    pub admin_token_hash: Arc<[u8; 32]>,
+    /// Key that signs pagination tokens.
+    pub page_key: Arc<[u8; 32]>,
+    /// Accepted batches go to the aggregation thread, which answers once they are durable.
+    pub ingest: mpsc::Sender<IngestJob>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown begins: `/readyz` answers 503.
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ops::router())
+        .merge(oauth::router())
+        .merge(admin::router())
+        .merge(settings::router())
+        .merge(ingest::router())
+        .merge(events::router())
+        .fallback(error::not_found)
+        .layer(axum::middleware::map_response(error::json_for_empty_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
+        .with_state(state)
+}

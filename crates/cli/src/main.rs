@@ -1,1 +1,138 @@
-fn main() {}
+//! The `qss` command: `serve`, `demo` and `admin` (SPEC 9). Thin: parsing arguments and
+//! printing; the work lives in `qss-server`, `qss-api` and `qss-store`.
+
+mod admin;
+mod demo;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use qss_server::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "qss",
+    version,
+    about = "Quality of Service Subscription server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by the commands that read the configuration.
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// A TOML configuration file (see config/default.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to bind, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    listen: Option<String>,
+    /// sqlite://<path>.
+    #[arg(long)]
+    database: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut flags = Vec::new();
+        if let Some(l) = &self.listen {
+            flags.push(("listen".to_string(), l.clone()));
+        }
+        if let Some(d) = &self.database {
+            flags.push(("database".to_string(), d.clone()));
+        }
+        Config::load(self.config.as_deref(), std::env::vars(), &flags)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ConfigArgs),
+    /// Run everything on one machine with no setup: a temporary database, a demo account and
+    /// simulated meetings and calls.
+    Demo {
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Manage accounts, credentials and ingest keys directly on the database (may run while
+    /// servers use it).
+    Admin {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QSS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            runtime().and_then(|rt| rt.block_on(serve(args)))
+        }
+        Command::Demo { listen, duration } => {
+            init_tracing();
+            runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration)))
+        }
+        Command::Admin { config, command } => admin::run(&config, command),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qss: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+async fn serve(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let shutdown = CancellationToken::new();
+    let server = qss_server::start(
+        config,
+        listener,
+        Arc::new(qss_api::SystemClock),
+        shutdown.clone(),
+    )
+    .await?;
+    if let Some(token) = &server.generated_admin_token {
+        println!("Generated admin token (shown once, stored hashed): {token}");
+    }
+    tracing::info!(addr = %server.addr, "listening");
+    tokio::spawn(async move {
+        qss_server::shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    server.wait().await
+}

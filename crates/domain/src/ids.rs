@@ -14,8 +14,7 @@ pub struct AccountId(String);
 impl AccountId {
     pub fn parse(s: &str) -> Option<Self> {
         let ok = (16..=32).contains(&s.len())
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         ok.then(|| AccountId(s.to_string()))
     }
@@ -99,7 +98,9 @@ pub fn split_ingest_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix("qssik_")?;
     let (id, secret) = rest.split_at_checked(12)?;
     let secret = secret.strip_prefix('_')?;
-    let id_ok = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let id_ok = id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     (id_ok && secret.len() == 43).then_some((id, secret))
 }
 
@@ -107,7 +108,11 @@ fn base64url(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -140,7 +145,10 @@ mod tests {
     fn secrets_are_43_base64url_chars() {
         let s = random_secret();
         assert_eq!(s.len(), 43);
-        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(base64url(b"\xfb\xff"), "-_8");
     }
 
@@ -148,7 +156,10 @@ mod tests {
     fn ingest_keys_split_into_id_and_secret() {
         let secret = random_secret();
         let key = format!("qssik_abcdef123456_{secret}");
-        assert_eq!(split_ingest_key(&key), Some(("abcdef123456", secret.as_str())));
+        assert_eq!(
+            split_ingest_key(&key),
+            Some(("abcdef123456", secret.as_str()))
+        );
         assert_eq!(split_ingest_key("qssik_ABCDEF123456_x"), None);
         assert_eq!(split_ingest_key("bearer"), None);
     }

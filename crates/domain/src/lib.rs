@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod num;
 pub mod sample;
 pub mod settings;
+pub mod settings_patch;
 pub mod timefmt;
 pub mod validation;
 

@@ -38,9 +38,7 @@ pub fn format_ms(ms: Millis) -> String {
     let dt = OffsetDateTime::from_unix_timestamp(secs)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
         .to_offset(UtcOffset::UTC);
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     dt.format(&fmt).unwrap_or_default()
 }
 

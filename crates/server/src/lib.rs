@@ -1,1 +1,215 @@
-//! placeholder
+//! The composition root: the one place where configuration, storage, the aggregation thread,
+//! background tasks and the HTTP API are wired together. [`start`] takes a bound listener,
+//! a clock and a shutdown token, so tests run a whole server on port 0 with a manual clock.
+
+pub mod config;
+pub mod pipeline;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use qss_api::{Accounts, ApiConfig, AppState, Clock, Metrics};
+use qss_store::{SqliteStore, hash_secret};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Ingest requests queued for the aggregation thread; beyond this, handlers wait (and with
+/// them, their clients): the queue never grows without bound.
+const INGEST_QUEUE: usize = 1024;
+const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
+const PAGE_KEY: &str = "page_token_key";
+
+/// A running server.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    /// The operator token when this start generated it (shown once), else `None`.
+    pub generated_admin_token: Option<String>,
+    pub state: AppState,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Waits until the server has stopped (after its shutdown token fired).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+}
+
+fn hex32(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Opens the database, recovers the aggregation state and starts serving on `listener`
+/// until `shutdown` fires.
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Server> {
+    let path = config.sqlite_path()?;
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || SqliteStore::open_exclusive(&path))
+            .await?
+            .context("opening the database")?,
+    );
+
+    // The operator token: configured, or generated on first start and stored hashed.
+    let mut generated_admin_token = None;
+    let admin_hash = match &config.admin_token {
+        Some(t) => hash_secret(t),
+        None => {
+            let candidate = qss_domain::ids::random_secret();
+            let stored = store.init_meta(ADMIN_TOKEN_KEY, &hex32(&hash_secret(&candidate)))?;
+            if stored == hex32(&hash_secret(&candidate)) {
+                generated_admin_token = Some(candidate);
+            }
+            unhex32(&stored).context("stored admin token hash is corrupt")?
+        }
+    };
+    let page_key = unhex32(&store.init_meta(
+        PAGE_KEY,
+        &hex32(&hash_secret(&qss_domain::ids::random_secret())),
+    )?)
+    .context("stored page key is corrupt")?;
+
+    let accounts = Arc::new(Accounts::default());
+    accounts.reload(&store)?;
+    let metrics = Arc::new(Metrics::new());
+
+    let mut pipeline = pipeline::Pipeline::new(
+        store.clone(),
+        accounts.clone(),
+        clock.clone(),
+        metrics.clone(),
+    );
+    let p = tokio::task::spawn_blocking(move || pipeline.recover().map(|_| pipeline)).await?;
+    let pipeline = p.context("recovering aggregation state")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
+    let pipeline_stop = CancellationToken::new();
+    let pipeline_thread = {
+        let stop = pipeline_stop.clone();
+        std::thread::Builder::new()
+            .name("qss-aggregation".into())
+            .spawn(move || pipeline.run(rx, stop))
+            .context("starting the aggregation thread")?
+    };
+
+    let state = AppState {
+        config: Arc::new(ApiConfig {
+            public_url: config.public_url(),
+            token_ttl_seconds: config.auth.token_ttl_seconds,
+            max_body_bytes: config.ingest.max_body_bytes,
+            max_samples: config.ingest.max_samples,
+            max_sample_age_seconds: config.ingest.max_sample_age_seconds,
+        }),
+        store: store.clone(),
+        accounts: accounts.clone(),
+        auth: Arc::new(Default::default()),
+        admin_token_hash: Arc::new(admin_hash),
+        page_key: Arc::new(page_key),
+        ingest: tx,
+        clock: clock.clone(),
+        metrics,
+        shutting_down: Arc::new(AtomicBool::new(false)),
+    };
+
+    let background = spawn_background(store.clone(), accounts, clock, shutdown.clone());
+    let addr = listener.local_addr()?;
+    let app = qss_api::router(state.clone());
+    let shutting_down = state.shutting_down.clone();
+    let task = tokio::spawn(async move {
+        let signal = shutdown.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                signal.cancelled().await;
+                shutting_down.store(true, Ordering::SeqCst);
+            })
+            .await
+            .context("http server")?;
+        // Every handler has finished, so every sender of the ingest queue is gone with the
+        // router; the aggregation thread drains what is left and stops.
+        pipeline_stop.cancel();
+        background.abort();
+        tokio::task::spawn_blocking(move || pipeline_thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("aggregation thread panicked"))?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(Server {
+        addr,
+        generated_admin_token,
+        state,
+        task,
+    })
+}
+
+/// Periodic chores: the accounts cache (changes made by `qss admin`), expired tokens.
+fn spawn_background(
+    store: Arc<SqliteStore>,
+    accounts: Arc<Accounts>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            n += 1;
+            let (store, accounts, now) = (store.clone(), accounts.clone(), clock.now_ms());
+            let result = tokio::task::spawn_blocking(move || {
+                accounts.reload(&store)?;
+                if n % 600 == 0 {
+                    store.purge_expired_tokens(now - 3_600_000)?;
+                }
+                Ok::<_, qss_store::StoreError>(())
+            })
+            .await;
+            if let Ok(Err(e)) = result {
+                tracing::warn!(error = %e, "background refresh failed");
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

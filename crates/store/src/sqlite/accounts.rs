@@ -50,12 +50,25 @@ impl SqliteStore {
             tx.execute(
                 "INSERT INTO accounts (account_id, name, plan, qss_addon, created_at, settings)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.account_id, a.name, a.plan.as_str(), a.qss_addon, a.created_at, settings],
+                params![
+                    a.account_id,
+                    a.name,
+                    a.plan.as_str(),
+                    a.qss_addon,
+                    a.created_at,
+                    settings
+                ],
             )?;
             tx.execute(
                 "INSERT INTO credentials (account_id, client_id, secret_hash, scopes, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.account_id, new.client_id, new.client_secret_hash, new.scopes, a.created_at],
+                params![
+                    a.account_id,
+                    new.client_id,
+                    new.client_secret_hash,
+                    new.scopes,
+                    a.created_at
+                ],
             )?;
             tx.execute(
                 "INSERT INTO ingest_keys (account_id, key_id, secret_hash, created_at)
@@ -102,7 +115,10 @@ impl SqliteStore {
     pub fn all_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
         let mut out = Vec::new();
         loop {
-            let page = self.list_accounts(out.last().map(|a: &AccountRecord| a.account_id.as_str()), 1000)?;
+            let page = self.list_accounts(
+                out.last().map(|a: &AccountRecord| a.account_id.as_str()),
+                1000,
+            )?;
             let done = page.len() < 1000;
             out.extend(page);
             if done {
@@ -166,7 +182,12 @@ impl SqliteStore {
     }
 
     /// Revokes credentials and every token issued with them. Returns false if none matched.
-    pub fn revoke_credentials(&self, account_id: &str, client_id: &str, now: i64) -> Result<bool, StoreError> {
+    pub fn revoke_credentials(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
             let n = tx.execute(
@@ -198,7 +219,9 @@ impl SqliteStore {
                  WHERE cr.account_id = ?1 AND cr.client_id = ?2 AND cr.revoked_at IS NULL
                    AND a.deleted_at IS NULL",
             )?
-            .query_row(params![account_id, client_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![account_id, client_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?)
         })?;
         Ok(row.and_then(|(stored, scopes)| hashes_equal(&stored, secret_hash).then_some(scopes)))
@@ -217,7 +240,9 @@ impl SqliteStore {
                 "INSERT INTO tokens (token_hash, account_id, client_id, scopes, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![token_hash, account_id, client_id, scopes, expires_at])?;
+            .execute(params![
+                token_hash, account_id, client_id, scopes, expires_at
+            ])?;
             Ok(())
         })
     }
@@ -284,7 +309,12 @@ impl SqliteStore {
         })
     }
 
-    pub fn revoke_ingest_key(&self, account_id: &str, key_id: &str, now: i64) -> Result<bool, StoreError> {
+    pub fn revoke_ingest_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         self.write(|c| {
             let n = c.execute(
                 "UPDATE ingest_keys SET revoked_at = ?3
@@ -336,8 +366,10 @@ impl SqliteStore {
 
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.read(|c| {
-            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()?,
+            )
         })
     }
 

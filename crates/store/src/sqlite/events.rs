@@ -8,7 +8,9 @@ use crate::{EventQuery, EventRow, StoreError};
 impl SqliteStore {
     /// The highest commit sequence of the events table: a page snapshot.
     pub fn max_event_seq(&self) -> Result<i64, StoreError> {
-        self.read(|c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?))
+        self.read(
+            |c| Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?),
+        )
     }
 
     /// One page: up to `q.limit` events matching `q`.
@@ -23,7 +25,11 @@ impl SqliteStore {
         ];
         if let Some((ts, id)) = &q.after {
             sql.push_str(" AND (event_ts > ? OR (event_ts = ? AND id > ?))");
-            args.extend([Value::Integer(*ts), Value::Integer(*ts), Value::Text(id.clone())]);
+            args.extend([
+                Value::Integer(*ts),
+                Value::Integer(*ts),
+                Value::Text(id.clone()),
+            ]);
         }
         if let Some(max) = q.max_seq {
             sql.push_str(" AND seq <= ?");

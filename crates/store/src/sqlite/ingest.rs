@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
-use crate::{InstanceRow, InstanceStatus, NewEvent, SampleRow, StoredSample, StoreError};
+use crate::{InstanceRow, InstanceStatus, NewEvent, SampleRow, StoreError, StoredSample};
 
 /// Everything one group commit writes, in one transaction.
 #[derive(Debug, Default, Clone)]
@@ -89,17 +89,23 @@ impl SqliteStore {
     /// The next free sample sequence number.
     pub fn next_sample_seq(&self) -> Result<i64, StoreError> {
         self.write(|c| {
-            Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM samples", [], |r| r.get(0))?)
+            Ok(
+                c.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM samples", [], |r| {
+                    r.get(0)
+                })?,
+            )
         })
     }
 
     /// Where replay starts: samples below are not needed to rebuild aggregation state.
     pub fn replay_from(&self) -> Result<i64, StoreError> {
         let v = self.write(|c| {
-            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [REPLAY_KEY], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()?)
+            Ok(
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [REPLAY_KEY], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()?,
+            )
         })?;
         Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
     }

@@ -1,0 +1,111 @@
+//! Prometheus metrics (SPEC 8), registered once and shared.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub samples_ingested: Counter,
+    pub samples_duplicate: Counter,
+    pub ingest_requests_rejected: Counter,
+    pub events_emitted: Family<EventLabels, Counter>,
+    pub group_commit_seconds: Histogram,
+    pub group_commit_requests: Histogram,
+    /// How late the last emitted window was, past its due time, in seconds.
+    pub window_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub open_windows: Gauge,
+    pub open_meeting_instances: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("qss");
+        let m = Metrics {
+            samples_ingested: Counter::default(),
+            samples_duplicate: Counter::default(),
+            ingest_requests_rejected: Counter::default(),
+            events_emitted: Family::default(),
+            group_commit_seconds: Histogram::new(
+                [
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+                ]
+                .into_iter(),
+            ),
+            group_commit_requests: Histogram::new(
+                [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0].into_iter(),
+            ),
+            window_lag_seconds: Gauge::default(),
+            open_windows: Gauge::default(),
+            open_meeting_instances: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "samples_ingested",
+            "Samples durably stored",
+            m.samples_ingested.clone(),
+        );
+        registry.register(
+            "samples_duplicate",
+            "Samples dropped as duplicates",
+            m.samples_duplicate.clone(),
+        );
+        registry.register(
+            "ingest_requests_rejected",
+            "Ingest requests rejected by validation",
+            m.ingest_requests_rejected.clone(),
+        );
+        registry.register(
+            "events_emitted",
+            "Events committed, by type",
+            m.events_emitted.clone(),
+        );
+        registry.register(
+            "group_commit_seconds",
+            "Duration of one group commit of the aggregation thread",
+            m.group_commit_seconds.clone(),
+        );
+        registry.register(
+            "group_commit_requests",
+            "Ingest requests sharing one commit",
+            m.group_commit_requests.clone(),
+        );
+        registry.register(
+            "window_lag_seconds",
+            "Delay of the last emission past its due time",
+            m.window_lag_seconds.clone(),
+        );
+        registry.register(
+            "open_windows",
+            "Participant windows open",
+            m.open_windows.clone(),
+        );
+        registry.register(
+            "open_meeting_instances",
+            "Meeting instances whose summary is pending",
+            m.open_meeting_instances.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,248 @@
+//! `qss demo`: a server on a temporary database, a demo account with a 10 s interval, and
+//! simulated meetings, a webinar and a phone call posted over real HTTP, so that all three
+//! event types appear within a minute. Prints the credentials and ready-to-paste curl lines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use qss_api::admin::{AccountIn, create_account_in};
+use qss_domain::Plan;
+use qss_server::Config;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary folder")?;
+    let db = dir.path().join("qss.db");
+    let flags = vec![
+        ("listen".to_string(), listen.to_string()),
+        ("database".to_string(), format!("sqlite://{}", db.display())),
+    ];
+    let config = Config::load(None, Vec::new(), &flags)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let shutdown = CancellationToken::new();
+    let server = qss_server::start(
+        config,
+        listener,
+        Arc::new(qss_api::SystemClock),
+        shutdown.clone(),
+    )
+    .await?;
+    let base = format!("http://{}", server.addr);
+
+    let store = server.state.store.clone();
+    let now = now_ms();
+    let created = create_account_in(
+        &store,
+        &AccountIn {
+            name: "Demo".into(),
+            plan: Plan::Business,
+            qss_addon: true,
+        },
+        now,
+    )?;
+    let account_id = created.account.account_id.clone();
+    let mut account = store.get_account(&account_id)?.context("demo account")?;
+    account.settings.aggregation_interval_seconds = 10;
+    account.settings.aggregation_grace_seconds = 2;
+    account.settings.meeting_end_timeout_seconds = 30;
+    store.update_account(&account)?;
+    server.state.accounts.reload(&store)?;
+
+    let (client_id, client_secret) = (
+        &created.credentials.client_id,
+        &created.credentials.client_secret,
+    );
+    println!();
+    println!("qss demo is running at {base}");
+    if let Some(token) = &server.generated_admin_token {
+        println!("  admin token:   {token}");
+    }
+    println!("  account id:    {account_id}");
+    println!("  client id:     {client_id}");
+    println!("  client secret: {client_secret}");
+    println!("  ingest key:    {}", created.ingest_key.ingest_key);
+    println!();
+    println!(
+        "Simulated traffic: two meetings, a webinar and a phone call; 10 s windows, first events in about 15 s."
+    );
+    println!("Get a token, then list the events (all three types appear within a minute):");
+    println!();
+    println!(
+        "  TOKEN=$(curl -s -X POST -u '{client_id}:{client_secret}' '{base}/oauth/token?grant_type=account_credentials&account_id={account_id}' | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/v2/accounts/{account_id}/qss/events?page_size=300'"
+    );
+    println!();
+    println!(
+        "Settings: {base}/v2/accounts/{account_id}/qss/settings   Metrics: {base}/metrics   OpenAPI: {base}/openapi.json"
+    );
+    println!("Press Ctrl-C to stop (the temporary database is removed).");
+
+    let sim = tokio::spawn(simulate(
+        base.clone(),
+        account_id.clone(),
+        created.ingest_key.ingest_key.clone(),
+        shutdown.clone(),
+    ));
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        match duration {
+            Some(s) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(s)) => {}
+                    _ = qss_server::shutdown_signal() => {}
+                }
+            }
+            None => qss_server::shutdown_signal().await,
+        }
+        stop.cancel();
+    });
+    server.wait().await?;
+    sim.abort();
+    drop(dir);
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with milliseconds (the API's output format keeps whole seconds only).
+fn rfc3339(ms: i64) -> String {
+    let base = qss_domain::timefmt::format_ms(ms);
+    format!("{}.{:03}Z", base.trim_end_matches('Z'), ms.rem_euclid(1000))
+}
+
+/// A participant's network: base latency, jitter and loss, with noise.
+#[derive(Clone, Copy)]
+struct Network {
+    latency: f64,
+    jitter: f64,
+    loss: f64,
+}
+
+fn group(rng: &mut impl Rng, n: Network, bitrate: f64, video: bool) -> Value {
+    let mut g = json!({
+        "bitrate": (bitrate * rng.gen_range(0.85..1.1)).round(),
+        "latency": (n.latency * rng.gen_range(0.8..1.3)).round(),
+        "jitter": (n.jitter * rng.gen_range(0.6..1.5) * 10.0).round() / 10.0,
+        "packet_loss": (n.loss * rng.gen_range(0.0..2.0) * 100.0).round() / 100.0,
+    });
+    if video {
+        g["resolution"] = json!(if n.loss > 3.0 { "640x360" } else { "1280x720" });
+        g["frame_rate"] = json!(if n.loss > 3.0 {
+            rng.gen_range(8..14)
+        } else {
+            rng.gen_range(24..31)
+        });
+    }
+    g
+}
+
+async fn simulate(base: String, account_id: String, ingest_key: String, stop: CancellationToken) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v2/accounts/{account_id}/qss/telemetry");
+    let good = Network {
+        latency: 40.0,
+        jitter: 4.0,
+        loss: 0.1,
+    };
+    let wifi = Network {
+        latency: 120.0,
+        jitter: 25.0,
+        loss: 1.0,
+    };
+    let poor = Network {
+        latency: 320.0,
+        jitter: 60.0,
+        loss: 6.0,
+    };
+    let meetings: Vec<(&str, &str, Vec<(&str, &str, Network)>)> = vec![
+        (
+            "demo-standup",
+            "meeting",
+            vec![
+                ("alice", "Alice", good),
+                ("bob", "Bob", wifi),
+                ("carol", "Carol", good),
+            ],
+        ),
+        (
+            "demo-review",
+            "meeting",
+            vec![("dave", "Dave", poor), ("erin", "Erin", wifi)],
+        ),
+        (
+            "demo-webinar",
+            "webinar",
+            vec![
+                ("host", "Host", good),
+                ("guest-1", "Guest 1", wifi),
+                ("guest-2", "Guest 2", poor),
+                ("guest-3", "Guest 3", good),
+            ],
+        ),
+    ];
+    let mut tick: u64 = 0;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let now = now_ms();
+        let mut samples = Vec::new();
+        {
+            let mut rng = rand::thread_rng();
+            for (mid, mtype, people) in &meetings {
+                for (pid, name, net) in people {
+                    samples.push(json!({
+                        "kind": "participant_qos", "meeting_id": mid, "meeting_type": mtype,
+                        "participant_id": pid, "user_id": format!("u-{pid}"), "user_name": name,
+                        "timestamp": rfc3339(now),
+                        "metrics": {
+                            "audio": group(&mut rng, *net, 64.0, false),
+                            "video": group(&mut rng, *net, 1500.0, true),
+                            "cpu_usage": (rng.gen_range(10.0..60.0f64) * 10.0).round() / 10.0,
+                        }
+                    }));
+                }
+            }
+            for direction in ["inbound", "outbound"] {
+                samples.push(json!({
+                    "kind": "call_qos", "call_id": "demo-call-1", "direction": direction,
+                    "caller_number": "+15550100", "callee_number": "+15550199", "codec": "opus",
+                    "timestamp": rfc3339(now),
+                    "metrics": {"bitrate": 32, "latency": rng.gen_range(60..140), "jitter": rng.gen_range(2..20), "packet_loss": (rng.gen_range(0.0..1.5f64) * 100.0).round() / 100.0}
+                }));
+            }
+            // The stand-up ends every 30 s and starts again: a summary each time.
+            if tick % 15 == 14 {
+                samples.push(json!({"kind": "meeting_ended", "meeting_id": "demo-standup", "timestamp": rfc3339(now + 1)}));
+            }
+        }
+        let result = client
+            .post(&url)
+            .bearer_auth(&ingest_key)
+            .json(&json!({"samples": samples}))
+            .send()
+            .await;
+        match result {
+            Ok(r) if r.status().as_u16() == 202 => {}
+            Ok(r) => tracing::warn!(status = r.status().as_u16(), "demo ingest refused"),
+            Err(e) => tracing::warn!(error = %e, "demo ingest failed"),
+        }
+        tick += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

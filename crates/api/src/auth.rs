@@ -20,10 +20,13 @@ pub const ALL_SCOPES: [&str; 3] = [SCOPE_READ, SCOPE_WRITE, SCOPE_INGEST];
 const CACHE_MS: i64 = 1000;
 const CACHE_MAX: usize = 100_000;
 
+/// A lookup's result (`None`: unknown or revoked) and when it was made.
+type CacheEntry = (Option<Principal>, i64);
+
 /// Recently verified bearer credentials, by hash.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], (Option<Principal>, i64)>>,
+    entries: Mutex<HashMap<[u8; 32], CacheEntry>>,
 }
 
 impl TokenCache {

@@ -41,15 +41,10 @@ impl Metrics {
             samples_duplicate: Counter::default(),
             ingest_requests_rejected: Counter::default(),
             events_emitted: Family::default(),
-            group_commit_seconds: Histogram::new(
-                [
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
-                ]
-                .into_iter(),
-            ),
-            group_commit_requests: Histogram::new(
-                [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0].into_iter(),
-            ),
+            group_commit_seconds: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            group_commit_requests: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             window_lag_seconds: Gauge::default(),
             open_windows: Gauge::default(),
             open_meeting_instances: Gauge::default(),

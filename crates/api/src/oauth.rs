@@ -64,17 +64,15 @@ pub async fn token(
             "Invalid client_id or client_secret",
         );
     };
-    let mut params: HashMap<String, String> = query
-        .as_deref()
-        .map(|q| form_urlencoded(q))
-        .unwrap_or_default();
-    if let Ok(bytes) = crate::body::read_limited(&headers, body, 64 * 1024).await {
-        if crate::body::media_type(&headers).as_deref() == Some("application/x-www-form-urlencoded")
-        {
-            if let Ok(text) = std::str::from_utf8(&bytes) {
-                params.extend(form_urlencoded(text));
-            }
-        }
+    let mut params: HashMap<String, String> =
+        query.as_deref().map(form_urlencoded).unwrap_or_default();
+    let is_form =
+        crate::body::media_type(&headers).as_deref() == Some("application/x-www-form-urlencoded");
+    if let Ok(bytes) = crate::body::read_limited(&headers, body, 64 * 1024).await
+        && is_form
+        && let Ok(text) = std::str::from_utf8(&bytes)
+    {
+        params.extend(form_urlencoded(text));
     }
     let Some(grant) = params.get("grant_type") else {
         return oauth_error(

@@ -148,6 +148,9 @@ fn group(rng: &mut impl Rng, n: Network, bitrate: f64, video: bool) -> Value {
     g
 }
 
+/// A participant: id, display name, network.
+type Person = (&'static str, &'static str, Network);
+
 async fn simulate(base: String, account_id: String, ingest_key: String, stop: CancellationToken) {
     let client = reqwest::Client::new();
     let url = format!("{base}/v2/accounts/{account_id}/qss/telemetry");
@@ -166,7 +169,7 @@ async fn simulate(base: String, account_id: String, ingest_key: String, stop: Ca
         jitter: 60.0,
         loss: 6.0,
     };
-    let meetings: Vec<(&str, &str, Vec<(&str, &str, Network)>)> = vec![
+    let meetings: Vec<(&str, &str, Vec<Person>)> = vec![
         (
             "demo-standup",
             "meeting",

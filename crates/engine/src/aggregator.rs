@@ -68,10 +68,13 @@ pub struct Emission {
     pub object: EmittedObject,
 }
 
+/// Emissions live only between `take_due` and their commit, so the size difference between
+/// variants costs nothing worth a box for the common (participant) case.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum EmittedObject {
     Participant(ParticipantQosObject),
-    Summary(MeetingSummaryObject),
+    Summary(Box<MeetingSummaryObject>),
     Phone(PhoneCallQosObject),
 }
 
@@ -663,7 +666,7 @@ impl AccountState {
                     emissions.push(Emission {
                         account_id: account_id.to_string(),
                         dedup_key: summary_dedup_key(&inst.id),
-                        object: EmittedObject::Summary(object),
+                        object: EmittedObject::Summary(Box::new(object)),
                     });
                 }
                 changes.push(inst.change(account_id, meeting_id, InstanceState::Closed));

@@ -179,7 +179,7 @@ fn spawn_background(
             let (store, accounts, now) = (store.clone(), accounts.clone(), clock.now_ms());
             let result = tokio::task::spawn_blocking(move || {
                 accounts.reload(&store)?;
-                if n % 600 == 0 {
+                if n.is_multiple_of(600) {
                     store.purge_expired_tokens(now - 3_600_000)?;
                 }
                 Ok::<_, qss_store::StoreError>(())

@@ -370,7 +370,7 @@ fn new_event(e: Emission, now: i64) -> NewEvent {
             Some(o.meeting_instance_id.clone()),
             None,
             None,
-            envelope_body(&id, event_type, now, &e.account_id, o),
+            envelope_body(&id, event_type, now, &e.account_id, *o),
         ),
         EmittedObject::Phone(o) => (
             None,

@@ -1,0 +1,254 @@
+//! Test support: a whole qss server on 127.0.0.1:0 with its own SQLite file and a manual
+//! clock, driven over real HTTP.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qss_api::ManualClock;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub shutdown: CancellationToken,
+    pub server: Option<qss_server::Server>,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct TestAccount {
+    pub account_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub ingest_key: String,
+}
+
+/// Wall-clock milliseconds, rounded down to a whole minute plus `offset_ms`: tests start
+/// their manual clock here so that window boundaries are predictable.
+pub fn minute_aligned_now(offset_ms: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now - now.rem_euclid(60_000) + offset_ms
+}
+
+pub fn iso(ms: i64) -> String {
+    format!(
+        "{}.{:03}Z",
+        qss_domain::timefmt::format_ms(ms).trim_end_matches('Z'),
+        ms.rem_euclid(1000)
+    )
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Vec::new()).await
+}
+
+/// Starts a server; `flags` are configuration overrides (`("auth.token_ttl_seconds", "2")`).
+pub async fn spawn_app_with(flags: Vec<(&str, &str)>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    start_in(dir, flags, minute_aligned_now(0)).await
+}
+
+pub async fn start_in(dir: tempfile::TempDir, flags: Vec<(&str, &str)>, clock_ms: i64) -> TestApp {
+    let mut overrides = vec![
+        (
+            "database".to_string(),
+            format!("sqlite://{}", dir.path().join("qss.db").display()),
+        ),
+        ("admin_token".to_string(), ADMIN_TOKEN.to_string()),
+        ("listen".to_string(), "127.0.0.1:0".to_string()),
+    ];
+    overrides.extend(
+        flags
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let config = qss_server::Config::load(None, Vec::new(), &overrides).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let clock = Arc::new(ManualClock::new(clock_ms));
+    let shutdown = CancellationToken::new();
+    let server = qss_server::start(config, listener, clock.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.addr);
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        clock,
+        shutdown,
+        server: Some(server),
+        dir,
+    }
+}
+
+impl TestApp {
+    /// Stops the server and waits for it (open windows stay open in the database).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            s.wait().await.unwrap();
+        }
+        self.dir
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Creates an account through the admin API.
+    pub async fn create_account(&self, plan: &str, addon: bool) -> TestAccount {
+        let r = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/accounts",
+                Some(json!({"name": "Test", "plan": plan, "qss_addon": addon})),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        TestAccount {
+            account_id: v["account_id"].as_str().unwrap().to_string(),
+            client_id: v["credentials"]["client_id"].as_str().unwrap().to_string(),
+            client_secret: v["credentials"]["client_secret"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            ingest_key: v["ingest_key"]["ingest_key"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub async fn token_for(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        secret: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/oauth/token?grant_type=account_credentials&account_id={account_id}",
+                self.base
+            ))
+            .basic_auth(client_id, Some(secret))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A bearer token with the account's default credentials (qss:read qss:write).
+    pub async fn token(&self, a: &TestAccount) -> String {
+        let r = self
+            .token_for(&a.account_id, &a.client_id, &a.client_secret)
+            .await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn patch_settings(
+        &self,
+        a: &TestAccount,
+        token: &str,
+        body: Value,
+    ) -> reqwest::Response {
+        self.client
+            .patch(format!(
+                "{}/v2/accounts/{}/qss/settings",
+                self.base, a.account_id
+            ))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_samples(&self, a: &TestAccount, samples: Value) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/v2/accounts/{}/qss/telemetry",
+                self.base, a.account_id
+            ))
+            .bearer_auth(&a.ingest_key)
+            .json(&json!({"samples": samples}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, token: &str, path_and_query: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path_and_query}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every event of the account in the default range (all pages).
+    pub async fn all_events(&self, a: &TestAccount, token: &str, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut next = String::new();
+        loop {
+            let r = self
+                .get(
+                    token,
+                    &format!(
+                        "/v2/accounts/{}/qss/events?page_size=300&{query}&next_page_token={next}",
+                        a.account_id
+                    ),
+                )
+                .await;
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            let v: Value = r.json().await.unwrap();
+            out.extend(v["events"].as_array().unwrap().iter().cloned());
+            next = v["next_page_token"].as_str().unwrap().to_string();
+            if next.is_empty() {
+                return out;
+            }
+        }
+    }
+
+    /// Moves the clock and waits until the aggregation thread has looked at the new time
+    /// (it ticks every 250 ms of real time).
+    pub async fn advance(&self, ms: i64) {
+        self.clock.advance_ms(ms);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+
+    /// Polls until `pred` holds for the account's events (at most 10 s of real time).
+    pub async fn wait_for_events(
+        &self,
+        a: &TestAccount,
+        token: &str,
+        query: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        for _ in 0..50 {
+            let events = self.all_events(a, token, query).await;
+            if pred(&events) {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("events did not reach the expected state in time");
+    }
+}

@@ -13,6 +13,7 @@ pub use accounts::NewAccount;
 pub use ingest::WriteBatch;
 mod events;
 mod ingest;
+mod retention;
 mod schema;
 
 use std::fs::File;

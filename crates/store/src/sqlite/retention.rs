@@ -1,0 +1,90 @@
+//! Retention (SPEC 10) and the purge of deleted accounts, in batches of at most 5,000 rows so
+//! that no statement holds the write lock for long (hook0#47: an unbounded DELETE starved
+//! everything else for an hour).
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+
+use super::SqliteStore;
+use crate::StoreError;
+
+pub const RETENTION_BATCH: usize = 5000;
+
+impl SqliteStore {
+    /// Deletes up to one batch of an account's events older than `before`; returns how many.
+    pub fn delete_old_events(&self, account_id: &str, before: i64) -> Result<usize, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "DELETE FROM events WHERE seq IN (
+                   SELECT seq FROM events WHERE account_id = ?1 AND event_ts < ?2
+                   ORDER BY event_ts LIMIT ?3)",
+                params![account_id, before, RETENTION_BATCH as i64],
+            )?)
+        })
+    }
+
+    /// Accounts marked deleted whose data may still be stored.
+    pub fn deleted_accounts(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT account_id FROM accounts WHERE deleted_at IS NOT NULL")?;
+            let rows = st
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Deletes up to one batch of a deleted account's events and meeting instances.
+    pub fn purge_account_batch(&self, account_id: &str) -> Result<usize, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let mut n = tx.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE account_id = ?1 LIMIT ?2)",
+                params![account_id, RETENTION_BATCH as i64],
+            )?;
+            n += tx.execute(
+                "DELETE FROM meeting_instances WHERE rowid IN
+                   (SELECT rowid FROM meeting_instances WHERE account_id = ?1 LIMIT ?2)",
+                params![account_id, RETENTION_BATCH as i64],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    /// Looks at the oldest batch of raw samples below `keep_from` (the replay watermark: the
+    /// samples of open windows and instances are above it) and deletes those older than their
+    /// account's cutoff (`cutoffs`; accounts absent from it are gone: all their samples go).
+    /// Returns how many were deleted; 0 means the head of the log is still within retention.
+    pub fn delete_old_samples(
+        &self,
+        cutoffs: &HashMap<String, i64>,
+        keep_from: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let rows: Vec<(i64, String, i64)> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT seq, account_id, ts FROM samples WHERE seq < ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                st.query_map(params![keep_from, RETENTION_BATCH as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            let mut n = 0;
+            {
+                let mut del = tx.prepare_cached("DELETE FROM samples WHERE seq = ?1")?;
+                for (seq, account, ts) in rows {
+                    if cutoffs.get(&account).is_none_or(|cut| ts < *cut) {
+                        n += del.execute([seq])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+}

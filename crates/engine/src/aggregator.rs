@@ -638,7 +638,7 @@ impl AccountState {
                         }
                     }
                 }
-                if inst.end.is_none() && now - inst.last_received_ms >= timeout_ms {
+                if inst.end.is_none() && now.saturating_sub(inst.last_received_ms) >= timeout_ms {
                     inst.end = Some(
                         inst.summary
                             .last_timestamp()

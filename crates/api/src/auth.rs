@@ -72,17 +72,21 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         None => {
             let store = state.store.clone();
             let token = token.to_string();
-            let found =
-                tokio::task::spawn_blocking(move || {
-                    match qss_domain::ids::split_ingest_key(&token) {
-                        Some((key_id, secret)) => {
-                            store.lookup_ingest_key(key_id, &hash_secret(secret))
+            let found = tokio::task::spawn_blocking(move || {
+                match qss_domain::ids::split_ingest_key(&token) {
+                    Some((key_id, secret)) => {
+                        let found = store.lookup_ingest_key(key_id, &hash_secret(secret))?;
+                        if found.is_some() {
+                            // At most once a second per key: lookups are cached that long.
+                            store.touch_ingest_keys(&[(key_id.to_string(), now)])?;
                         }
-                        None => store.lookup_token(&hash_secret(&token)),
+                        Ok(found)
                     }
-                })
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??;
+                    None => store.lookup_token(&hash_secret(&token)),
+                }
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
             state.auth.put(hash, found.clone(), now);
             found
         }

@@ -95,18 +95,23 @@ fn parse_types(v: Option<&String>) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+/// Resolves `from`/`to` to whole seconds: responses show whole seconds (SPEC 2), and the value
+/// shown must be the value used, or a client polling with `from` = the previous `to` would see
+/// an event twice.
 fn resolve_range(params: &HashMap<String, String>, now: i64) -> Result<(i64, i64), ApiError> {
-    let latest = (now - VISIBILITY_DELAY_MS).div_euclid(1000) * 1000;
+    let whole = |ms: i64| ms.div_euclid(1000) * 1000;
+    let latest = whole(now - VISIBILITY_DELAY_MS);
     let to = match params.get("to") {
-        Some(s) => parse_bound(s, true)
-            .ok_or_else(|| ApiError::invalid("to", "must be a date (yyyy-mm-dd) or a date-time"))?,
+        Some(s) => whole(parse_bound(s, true).ok_or_else(|| {
+            ApiError::invalid("to", "must be a date (yyyy-mm-dd) or a date-time")
+        })?),
         None => latest,
     }
     .min(latest);
     let from = match params.get("from") {
-        Some(s) => parse_bound(s, false).ok_or_else(|| {
+        Some(s) => whole(parse_bound(s, false).ok_or_else(|| {
             ApiError::invalid("from", "must be a date (yyyy-mm-dd) or a date-time")
-        })?,
+        })?),
         None => to - 86_400_000,
     };
     if from > to {

@@ -252,3 +252,70 @@ impl TestApp {
         panic!("events did not reach the expected state in time");
     }
 }
+
+impl TestApp {
+    /// Extra credentials for an account, with the given scopes: `(client_id, client_secret)`.
+    pub async fn create_credentials(&self, account_id: &str, scopes: &[&str]) -> (String, String) {
+        let r = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/accounts/{account_id}/credentials"),
+                Some(json!({"scopes": scopes})),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["client_id"].as_str().unwrap().to_string(),
+            v["client_secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A bearer token exchanged from explicit credentials.
+    pub async fn token_with(&self, account_id: &str, client_id: &str, secret: &str) -> String {
+        let r = self.token_for(account_id, client_id, secret).await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Any request: `auth` is the whole `Authorization` header value (or none), `body` is sent
+    /// as is with `content_type` (or none).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        auth: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .client
+            .request(method, format!("{}{path_and_query}", self.base));
+        if let Some(a) = auth {
+            r = r.header(reqwest::header::AUTHORIZATION, a);
+        }
+        if let Some(ct) = content_type {
+            r = r.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        r.body(body).send().await.unwrap()
+    }
+
+    /// A telemetry request with the account's ingest key and an arbitrary body.
+    pub async fn post_telemetry_raw(
+        &self,
+        a: &TestAccount,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let path = format!("/v2/accounts/{}/qss/telemetry", a.account_id);
+        self.raw(
+            reqwest::Method::POST,
+            &path,
+            Some(&format!("Bearer {}", a.ingest_key)),
+            Some(content_type),
+            body,
+        )
+        .await
+    }
+}

@@ -133,17 +133,25 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let app = qss_api::router(state.clone());
     let shutting_down = state.shutting_down.clone();
+    let drain_deadline = Duration::from_millis(config.webhook.timeout_ms) + Duration::from_secs(4);
     let task = tokio::spawn(async move {
         let signal = shutdown.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                signal.cancelled().await;
-                shutting_down.store(true, Ordering::SeqCst);
-            })
-            .await
-            .context("http server")?;
-        // Every handler has finished, so every sender of the ingest queue is gone with the
-        // router; the aggregation thread drains what is left and stops.
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            signal.cancelled().await;
+            shutting_down.store(true, Ordering::SeqCst);
+        });
+        // In-flight requests get until the deadline of SPEC 8; then the process stops anyway
+        // (an unanswered batch was not acknowledged, so nothing acknowledged is lost).
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain_deadline).await;
+        };
+        tokio::select! {
+            result = serve => result.context("http server")?,
+            _ = deadline => tracing::warn!("in-flight requests did not finish before the shutdown deadline"),
+        }
+        // No handler waits on the ingest queue any more; the aggregation thread commits what
+        // is still queued and stops.
         pipeline_stop.cancel();
         background.abort();
         tokio::task::spawn_blocking(move || pipeline_thread.join())

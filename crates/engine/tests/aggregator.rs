@@ -41,10 +41,11 @@ fn run(
     order: &[usize],
 ) -> (BTreeMap<(String, String), serde_json::Value>, usize) {
     let mut agg = Aggregator::new();
-    let mut settings = Settings::default();
-    settings.aggregation_interval_seconds = 10;
-    settings.aggregation_grace_seconds = 0;
-    let settings = Arc::new(settings);
+    let settings = Arc::new(Settings {
+        aggregation_interval_seconds: 10,
+        aggregation_grace_seconds: 0,
+        ..Default::default()
+    });
     let mut changes = Vec::new();
     let mut n = 0;
     let mut duplicates = 0;

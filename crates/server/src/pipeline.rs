@@ -15,9 +15,11 @@ use qss_api::ingest::{IngestFailure, IngestOutcome};
 use qss_api::metrics::EventLabels;
 use qss_api::{Accounts, Clock, IngestJob, Metrics};
 use qss_domain::event::{EventEnvelope, Payload, new_event_id};
+use qss_domain::sample::Direction;
 use qss_domain::{EventType, Sample};
 use qss_engine::aggregator::{
-    Aggregator, Arrival, Emission, EmittedObject, InstanceChange, InstanceState, Placement,
+    Aggregator, Arrival, CLOSED_MEMORY_MS, Emission, EmittedObject, InstanceChange, InstanceState,
+    Placement, Series,
 };
 use qss_store::{
     InstanceRow, InstanceStatus, NewEvent, SampleRow, SqliteStore, StoreError, WriteBatch,
@@ -66,20 +68,14 @@ impl Pipeline {
         let started = Instant::now();
         let mut agg = Aggregator::new();
         for row in self.store.unfinished_instances()? {
-            agg.restore_instance(&InstanceChange {
-                account_id: row.account_id,
-                meeting_id: row.meeting_id,
-                instance_id: row.instance_id,
-                meeting_type: row.meeting_type,
-                first_seq: row.first_seq,
-                state: match row.status {
-                    InstanceStatus::Open => InstanceState::Open,
-                    InstanceStatus::Ended => InstanceState::Ended,
-                    InstanceStatus::Closed => InstanceState::Closed,
-                },
-                end_ts: row.end_ts,
-                ended_explicitly: row.ended_explicitly,
-            });
+            agg.restore_instance(&instance_change(row)?);
+        }
+        let since = self.clock.now_ms() - CLOSED_MEMORY_MS;
+        for row in self.store.closed_instances_since(since)? {
+            let c = instance_change(row)?;
+            if let Some(end) = c.end_ts {
+                agg.restore_closed(&c.account_id, &c.series, end, c.ended_explicitly);
+            }
         }
         let mut from = self.store.replay_from()?;
         let mut replayed = 0usize;
@@ -319,10 +315,18 @@ impl Pipeline {
 }
 
 fn instance_row(c: InstanceChange) -> InstanceRow {
+    let (kind, series_id, direction) = match c.series {
+        Series::Meeting { meeting_id } => ("meeting", meeting_id, None),
+        Series::Call { call_id, direction } => {
+            ("call", call_id, Some(direction.as_str().to_string()))
+        }
+    };
     InstanceRow {
         account_id: c.account_id,
-        meeting_id: c.meeting_id,
         instance_id: c.instance_id,
+        kind: kind.to_string(),
+        series_id,
+        direction,
         meeting_type: c.meeting_type,
         first_seq: c.first_seq,
         status: match c.state {
@@ -333,6 +337,42 @@ fn instance_row(c: InstanceChange) -> InstanceRow {
         end_ts: c.end_ts,
         ended_explicitly: c.ended_explicitly,
     }
+}
+
+fn instance_change(row: InstanceRow) -> Result<InstanceChange, StoreError> {
+    let series = match (row.kind.as_str(), row.direction.as_deref()) {
+        ("meeting", _) => Series::Meeting {
+            meeting_id: row.series_id,
+        },
+        ("call", Some("inbound")) => Series::Call {
+            call_id: row.series_id,
+            direction: Direction::Inbound,
+        },
+        ("call", Some("outbound")) => Series::Call {
+            call_id: row.series_id,
+            direction: Direction::Outbound,
+        },
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "instance {} has kind {:?}",
+                row.instance_id, row.kind
+            )));
+        }
+    };
+    Ok(InstanceChange {
+        account_id: row.account_id,
+        series,
+        instance_id: row.instance_id,
+        meeting_type: row.meeting_type,
+        first_seq: row.first_seq,
+        state: match row.status {
+            InstanceStatus::Open => InstanceState::Open,
+            InstanceStatus::Ended => InstanceState::Ended,
+            InstanceStatus::Closed => InstanceState::Closed,
+        },
+        end_ts: row.end_ts,
+        ended_explicitly: row.ended_explicitly,
+    })
 }
 
 fn envelope_body<O: serde::Serialize>(

@@ -89,17 +89,21 @@ impl InstanceStatus {
     }
 }
 
+/// A meeting instance (`kind` "meeting", `series_id` the meeting id) or a call generation
+/// (`kind` "call", `series_id` the call id, with its direction).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRow {
     pub account_id: String,
-    pub meeting_id: String,
     pub instance_id: String,
+    pub kind: String,
+    pub series_id: String,
+    pub direction: Option<String>,
     pub meeting_type: String,
     pub first_seq: i64,
     pub status: InstanceStatus,
-    /// End timestamp (the `meeting_ended` timestamp, or the last sample's on timeout).
+    /// End timestamp (the end sample's, or the last sample's on timeout).
     pub end_ts: Option<i64>,
-    /// True when a `meeting_ended` sample ended it.
+    /// True when an end sample (`meeting_ended`, `call_ended`) ended it.
     pub ended_explicitly: bool,
 }
 

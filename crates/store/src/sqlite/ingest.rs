@@ -52,10 +52,10 @@ impl SqliteStore {
                     ])?;
                 }
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO meeting_instances
-                       (account_id, instance_id, meeting_id, meeting_type, first_seq, status, end_ts,
-                        ended_explicitly)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                    "INSERT INTO instances
+                       (account_id, instance_id, kind, series_id, direction, meeting_type, first_seq,
+                        status, end_ts, ended_explicitly)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT (account_id, instance_id) DO UPDATE SET
                        status = excluded.status, end_ts = excluded.end_ts,
                        ended_explicitly = excluded.ended_explicitly",
@@ -64,7 +64,9 @@ impl SqliteStore {
                     st.execute(params![
                         i.account_id,
                         i.instance_id,
-                        i.meeting_id,
+                        i.kind,
+                        i.series_id,
+                        i.direction,
                         i.meeting_type,
                         i.first_seq,
                         i.status.as_str(),
@@ -136,29 +138,44 @@ impl SqliteStore {
         })
     }
 
-    /// Meeting instances whose summary is not committed yet.
+    /// Instances not finished yet (status open or ended).
     pub fn unfinished_instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        self.instances_where("status <> 'closed'", i64::MIN)
+    }
+
+    /// Finished instances that ended at or after `since`: their ends still route late samples.
+    pub fn closed_instances_since(&self, since: i64) -> Result<Vec<InstanceRow>, StoreError> {
+        self.instances_where("status = 'closed' AND end_ts >= ?1", since)
+    }
+
+    fn instances_where(&self, condition: &str, arg: i64) -> Result<Vec<InstanceRow>, StoreError> {
+        let uses_arg = condition.contains("?1");
         self.write(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT account_id, instance_id, meeting_id, meeting_type, first_seq, status, end_ts,
-                        ended_explicitly
-                 FROM meeting_instances WHERE status <> 'closed' ORDER BY first_seq",
-            )?;
-            let rows = st
-                .query_map([], |r| {
-                    let status: String = r.get(5)?;
-                    Ok(InstanceRow {
-                        account_id: r.get(0)?,
-                        instance_id: r.get(1)?,
-                        meeting_id: r.get(2)?,
-                        meeting_type: r.get(3)?,
-                        first_seq: r.get(4)?,
-                        status: InstanceStatus::parse(&status).unwrap_or(InstanceStatus::Open),
-                        end_ts: r.get(6)?,
-                        ended_explicitly: r.get(7)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT account_id, instance_id, kind, series_id, direction, meeting_type, first_seq,
+                        status, end_ts, ended_explicitly
+                 FROM instances WHERE {condition} ORDER BY first_seq"
+            ))?;
+            let map = |r: &rusqlite::Row<'_>| {
+                let status: String = r.get(7)?;
+                Ok(InstanceRow {
+                    account_id: r.get(0)?,
+                    instance_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    series_id: r.get(3)?,
+                    direction: r.get(4)?,
+                    meeting_type: r.get(5)?,
+                    first_seq: r.get(6)?,
+                    status: InstanceStatus::parse(&status).unwrap_or(InstanceStatus::Open),
+                    end_ts: r.get(8)?,
+                    ended_explicitly: r.get(9)?,
+                })
+            };
+            let rows = if uses_arg {
+                st.query_map([arg], map)?.collect::<Result<Vec<_>, _>>()?
+            } else {
+                st.query_map([], map)?.collect::<Result<Vec<_>, _>>()?
+            };
             Ok(rows)
         })
     }

@@ -36,7 +36,7 @@ impl SqliteStore {
         })
     }
 
-    /// Deletes up to one batch of a deleted account's events and meeting instances.
+    /// Deletes up to one batch of a deleted account's events and instances.
     pub fn purge_account_batch(&self, account_id: &str) -> Result<usize, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
@@ -45,8 +45,8 @@ impl SqliteStore {
                 params![account_id, RETENTION_BATCH as i64],
             )?;
             n += tx.execute(
-                "DELETE FROM meeting_instances WHERE rowid IN
-                   (SELECT rowid FROM meeting_instances WHERE account_id = ?1 LIMIT ?2)",
+                "DELETE FROM instances WHERE rowid IN
+                   (SELECT rowid FROM instances WHERE account_id = ?1 LIMIT ?2)",
                 params![account_id, RETENTION_BATCH as i64],
             )?;
             tx.commit()?;

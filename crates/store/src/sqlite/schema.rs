@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: accounts, credentials, tokens, samples, meeting instances, events, meta.
+    // 1: accounts, credentials, tokens, samples, instances, events, meta.
     r#"
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
@@ -59,10 +59,14 @@ const MIGRATIONS: &[&str] = &[
         route       TEXT NOT NULL,
         body        TEXT NOT NULL
     );
-    CREATE TABLE meeting_instances (
+    -- Meeting instances and call generations ("series instances"): open, ended (summary
+    -- pending) or closed. Recovery restores the unfinished ones and the latest closed end.
+    CREATE TABLE instances (
         account_id       TEXT NOT NULL,
         instance_id      TEXT NOT NULL,
-        meeting_id       TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        series_id        TEXT NOT NULL,
+        direction        TEXT,
         meeting_type     TEXT NOT NULL,
         first_seq        INTEGER NOT NULL,
         status           TEXT NOT NULL,
@@ -70,7 +74,8 @@ const MIGRATIONS: &[&str] = &[
         ended_explicitly INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (account_id, instance_id)
     );
-    CREATE INDEX meeting_instances_unfinished ON meeting_instances (status) WHERE status <> 'closed';
+    CREATE INDEX instances_unfinished ON instances (status) WHERE status <> 'closed';
+    CREATE INDEX instances_closed_by_end ON instances (end_ts) WHERE status = 'closed';
     -- seq is the commit order, which pagination snapshots use.
     CREATE TABLE events (
         seq                 INTEGER PRIMARY KEY,

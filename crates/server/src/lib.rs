@@ -223,6 +223,10 @@ fn retention_pass(store: &SqliteStore, now: i64) -> Result<(), qss_store::StoreE
             deleted += n;
         }
     }
+    let boundary = now - qss_engine::aggregator::CLOSED_MEMORY_MS;
+    while let n @ 1.. = store.delete_finished_instances(boundary)? {
+        deleted += n;
+    }
     let keep_from = store.replay_from()?;
     while let n @ 1.. = store.delete_old_samples(&cutoffs, keep_from)? {
         deleted += n;

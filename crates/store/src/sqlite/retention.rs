@@ -24,6 +24,18 @@ impl SqliteStore {
         })
     }
 
+    /// Deletes up to one batch of finished instances that ended before `before` (their ends
+    /// no longer route any sample that could be accepted).
+    pub fn delete_finished_instances(&self, before: i64) -> Result<usize, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "DELETE FROM instances WHERE rowid IN (
+                   SELECT rowid FROM instances WHERE status = 'closed' AND end_ts < ?1 LIMIT ?2)",
+                params![before, RETENTION_BATCH as i64],
+            )?)
+        })
+    }
+
     /// Accounts marked deleted whose data may still be stored.
     pub fn deleted_accounts(&self) -> Result<Vec<String>, StoreError> {
         self.read(|c| {

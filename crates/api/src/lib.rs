@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod ops;
 pub mod page_token;
 pub mod settings;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -38,6 +39,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     pub max_samples: usize,
     pub max_sample_age_seconds: i64,
+    pub webhook_timeout_ms: u64,
+    pub webhook_allow_private_networks: bool,
+    pub webhook_revalidate_hours: u64,
 }
 
 /// Everything handlers share. Cloned per request (all fields are cheap handles).
@@ -55,6 +59,10 @@ pub struct AppState {
     pub ingest: mpsc::Sender<IngestJob>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// The SSRF-guarded client for handshakes (redirects off, proxies ignored).
+    pub webhook_client: qss_delivery::client::DeliveryClient,
+    /// Wakes the delivery workers when deliveries become due through the API.
+    pub delivery_wake: Arc<tokio::sync::Notify>,
     /// Set when shutdown begins: `/readyz` answers 503.
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -68,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::router())
         .merge(ingest::router())
         .merge(events::router())
+        .merge(webhooks::router())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::json_for_empty_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

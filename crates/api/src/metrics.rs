@@ -12,8 +12,19 @@ pub struct EventLabels {
     pub event: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    /// Attempts by the delivery state they led to.
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub attempt_duration_seconds: Histogram,
+    /// From an event's commit to its delivery's first attempt.
+    pub first_attempt_latency_seconds: Histogram,
+    pub pending_deliveries: Gauge,
     pub registry: Registry,
     pub samples_ingested: Counter,
     pub samples_duplicate: Counter,
@@ -36,7 +47,16 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("qss");
+        let latency = || {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        };
         let m = Metrics {
+            deliveries: Family::default(),
+            attempt_duration_seconds: latency(),
+            first_attempt_latency_seconds: latency(),
+            pending_deliveries: Gauge::default(),
             samples_ingested: Counter::default(),
             samples_duplicate: Counter::default(),
             ingest_requests_rejected: Counter::default(),
@@ -94,6 +114,26 @@ impl Metrics {
             "open_meeting_instances",
             "Meeting instances whose summary is pending",
             m.open_meeting_instances.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts, by the state they led to",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "delivery_attempt_duration_seconds",
+            "Duration of one webhook attempt",
+            m.attempt_duration_seconds.clone(),
+        );
+        registry.register(
+            "delivery_first_attempt_latency_seconds",
+            "From an event's commit to its first delivery attempt",
+            m.first_attempt_latency_seconds.clone(),
+        );
+        registry.register(
+            "deliveries_pending",
+            "Deliveries waiting for an attempt",
+            m.pending_deliveries.clone(),
         );
         Metrics { registry, ..m }
     }

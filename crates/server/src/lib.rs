@@ -3,6 +3,7 @@
 //! a clock and a shutdown token, so tests run a whole server on port 0 with a manual clock.
 
 pub mod config;
+pub mod dispatch;
 pub mod pipeline;
 
 use std::sync::Arc;
@@ -92,11 +93,20 @@ pub async fn start(
     accounts.reload(&store)?;
     let metrics = Arc::new(Metrics::new());
 
+    let delivery_wake = Arc::new(tokio::sync::Notify::new());
+    let webhook_client =
+        qss_delivery::client::DeliveryClient::new(&qss_delivery::client::ClientConfig {
+            timeout: Duration::from_millis(config.webhook.timeout_ms),
+            allow_private: config.webhook.allow_private_networks,
+            max_idle_per_host: config.webhook.max_in_flight_per_endpoint as usize,
+        })
+        .context("building the webhook client")?;
     let mut pipeline = pipeline::Pipeline::new(
         store.clone(),
         accounts.clone(),
         clock.clone(),
         metrics.clone(),
+        delivery_wake.clone(),
     );
     let p = tokio::task::spawn_blocking(move || pipeline.recover().map(|_| pipeline)).await?;
     let pipeline = p.context("recovering aggregation state")?;
@@ -117,6 +127,9 @@ pub async fn start(
             max_body_bytes: config.ingest.max_body_bytes,
             max_samples: config.ingest.max_samples,
             max_sample_age_seconds: config.ingest.max_sample_age_seconds,
+            webhook_timeout_ms: config.webhook.timeout_ms,
+            webhook_allow_private_networks: config.webhook.allow_private_networks,
+            webhook_revalidate_hours: config.webhook.revalidate_hours,
         }),
         store: store.clone(),
         accounts: accounts.clone(),
@@ -125,11 +138,27 @@ pub async fn start(
         page_key: Arc::new(page_key),
         ingest: tx,
         clock: clock.clone(),
-        metrics,
+        metrics: metrics.clone(),
+        webhook_client: webhook_client.clone(),
+        delivery_wake: delivery_wake.clone(),
         shutting_down: Arc::new(AtomicBool::new(false)),
     };
+    let dispatcher = Arc::new(dispatch::Dispatcher::new(
+        store.clone(),
+        webhook_client,
+        clock.clone(),
+        metrics.clone(),
+        dispatch::DispatchConfig {
+            timeout: Duration::from_millis(config.webhook.timeout_ms),
+            schedule: config.webhook.retry_schedule_seconds.clone(),
+            lease_ms: config.webhook.lease_seconds as i64 * 1000,
+            max_in_flight_per_endpoint: config.webhook.max_in_flight_per_endpoint.max(1) as usize,
+        },
+        delivery_wake,
+    ));
+    let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
 
-    let background = spawn_background(store.clone(), accounts, clock, shutdown.clone());
+    let background = spawn_background(store.clone(), accounts, clock, metrics, shutdown.clone());
     let addr = listener.local_addr()?;
     let app = qss_api::router(state.clone());
     let shutting_down = state.shutting_down.clone();
@@ -154,6 +183,8 @@ pub async fn start(
         // is still queued and stops.
         pipeline_stop.cancel();
         background.abort();
+        // Attempts in flight finish (bounded by the attempt timeout).
+        let _ = dispatcher_task.await;
         tokio::task::spawn_blocking(move || pipeline_thread.join())
             .await?
             .map_err(|_| anyhow::anyhow!("aggregation thread panicked"))?;
@@ -173,6 +204,7 @@ fn spawn_background(
     store: Arc<SqliteStore>,
     accounts: Arc<Accounts>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -184,9 +216,15 @@ fn spawn_background(
                 _ = shutdown.cancelled() => return,
             }
             n += 1;
-            let (store, accounts, now) = (store.clone(), accounts.clone(), clock.now_ms());
+            let (store, accounts, metrics, now) = (
+                store.clone(),
+                accounts.clone(),
+                metrics.clone(),
+                clock.now_ms(),
+            );
             let result = tokio::task::spawn_blocking(move || {
                 accounts.reload(&store)?;
+                metrics.pending_deliveries.set(store.pending_deliveries()?);
                 if n.is_multiple_of(600) {
                     store.purge_expired_tokens(now - 3_600_000)?;
                 }

@@ -39,6 +39,8 @@ pub struct Pipeline {
     accounts: Arc<Accounts>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// Woken after a commit that created events (and with them, deliveries).
+    delivery_wake: Arc<tokio::sync::Notify>,
     aggregator: Aggregator,
     next_seq: i64,
     last_replay_from: Option<i64>,
@@ -50,12 +52,14 @@ impl Pipeline {
         accounts: Arc<Accounts>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        delivery_wake: Arc<tokio::sync::Notify>,
     ) -> Self {
         Pipeline {
             store,
             accounts,
             clock,
             metrics,
+            delivery_wake,
             aggregator: Aggregator::new(),
             next_seq: 1,
             last_replay_from: None,
@@ -283,7 +287,10 @@ impl Pipeline {
             replay_from: watermark_moved.then_some(replay_from),
         };
         match self.store.commit(&batch) {
-            Ok(_) => {
+            Ok(inserted) => {
+                if inserted > 0 {
+                    self.delivery_wake.notify_one();
+                }
                 self.last_replay_from = Some(replay_from);
                 for (t, n) in counts {
                     self.metrics

@@ -8,7 +8,7 @@ pub mod sqlite;
 
 pub use error::StoreError;
 pub use model::*;
-pub use sqlite::{NewAccount, SqliteStore, WriteBatch};
+pub use sqlite::{MAX_WEBHOOKS, NewAccount, SqliteStore, WriteBatch};
 
 /// SHA-256 of a secret: how tokens, keys and client secrets are stored (SPEC 3.1).
 pub fn hash_secret(secret: &str) -> [u8; 32] {

@@ -148,3 +148,64 @@ pub struct EventRow {
     pub event_ts: i64,
     pub body: String,
 }
+
+/// A webhook subscription as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRecord {
+    pub account_id: String,
+    pub webhook_id: String,
+    pub url: String,
+    /// Event types, in canonical order.
+    pub events: Vec<String>,
+    pub secret: String,
+    /// The secret before the last rotation, valid until `previous_secret_until`.
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
+    /// `pending_validation`, `active`, `paused` or `disabled`.
+    pub status: String,
+    pub description: Option<String>,
+    pub max_age_seconds: Option<i64>,
+    pub created_at: i64,
+    pub validated_at: Option<i64>,
+    pub next_validation_at: Option<i64>,
+    pub validation_failures: i64,
+}
+
+/// A delivery claimed by a worker under a lease; `lease_token` fences its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    pub account_id: String,
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub attempt_count: i64,
+    pub auto_retry: bool,
+    pub created_at: i64,
+    pub lease_token: i64,
+}
+
+/// One attempt's result, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub at: i64,
+    pub http_status: Option<u16>,
+    /// `timeout`, `connect`, `dns`, `tls`, `refused_address` or `http_status`.
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub response_body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// `pending`, `succeeded`, `failed`, `expired` or `cancelled`.
+    pub status: String,
+    pub attempt_count: i64,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub in_flight: bool,
+    pub last_attempt: Option<AttemptRow>,
+}

@@ -209,7 +209,7 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<
     )?;
     let mut n = 0;
     for e in events {
-        n += st.execute(params![
+        let inserted = st.execute(params![
             e.id,
             e.account_id,
             e.event_type,
@@ -221,6 +221,16 @@ fn insert_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<
             e.dedup_key,
             e.body
         ])?;
+        if inserted == 1 {
+            super::webhooks::create_deliveries(
+                tx,
+                &e.account_id,
+                &e.id,
+                &e.event_type,
+                e.event_ts,
+            )?;
+        }
+        n += inserted;
     }
     Ok(n)
 }

@@ -15,6 +15,8 @@ mod events;
 mod ingest;
 mod retention;
 mod schema;
+mod webhooks;
+pub use webhooks::MAX_WEBHOOKS;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

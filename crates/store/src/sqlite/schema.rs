@@ -95,6 +95,62 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_instance ON events (account_id, meeting_instance_id, event_ts)
         WHERE meeting_instance_id IS NOT NULL;
     "#,
+    // 2: webhook subscriptions, deliveries (the outbox) and their attempts.
+    r#"
+    CREATE TABLE webhooks (
+        account_id            TEXT NOT NULL,
+        webhook_id            TEXT NOT NULL,
+        url                   TEXT NOT NULL,
+        events                TEXT NOT NULL,
+        -- Signing needs the secret itself (an HMAC key), so it cannot be stored hashed.
+        secret                TEXT NOT NULL,
+        previous_secret       TEXT,
+        previous_secret_until INTEGER,
+        status                TEXT NOT NULL,
+        description           TEXT,
+        max_age_seconds       INTEGER,
+        created_at            INTEGER NOT NULL,
+        validated_at          INTEGER,
+        next_validation_at    INTEGER,
+        validation_failures   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account_id, webhook_id)
+    );
+    CREATE TABLE deliveries (
+        account_id       TEXT NOT NULL,
+        delivery_id      TEXT NOT NULL,
+        webhook_id       TEXT NOT NULL,
+        event_id         TEXT NOT NULL,
+        event_type       TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        attempt_count    INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER,
+        -- Automatic retries after a failed attempt (off for a manual retry of a finished one).
+        auto_retry       INTEGER NOT NULL DEFAULT 1,
+        lease_until      INTEGER,
+        lease_token      INTEGER,
+        created_at       INTEGER NOT NULL,
+        last_attempt_at  INTEGER,
+        last_http_status INTEGER,
+        last_error       TEXT,
+        last_duration_ms INTEGER,
+        PRIMARY KEY (account_id, delivery_id)
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_by_webhook ON deliveries (account_id, webhook_id, created_at, delivery_id);
+    CREATE INDEX deliveries_by_event ON deliveries (account_id, event_id);
+    CREATE UNIQUE INDEX events_by_id ON events (account_id, id);
+    CREATE TABLE attempts (
+        account_id    TEXT NOT NULL,
+        delivery_id   TEXT NOT NULL,
+        n             INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        http_status   INTEGER,
+        error         TEXT,
+        duration_ms   INTEGER NOT NULL,
+        response_body TEXT NOT NULL,
+        PRIMARY KEY (account_id, delivery_id, n)
+    );
+    "#,
 ];
 
 pub fn migrate(c: &Connection) -> Result<(), StoreError> {

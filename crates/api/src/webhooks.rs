@@ -1,0 +1,881 @@
+//! Webhook subscriptions (SPEC 7.1), the URL validation handshake (7.2), and the delivery
+//! log with retry and replay (7.5), under `/v2/accounts/{accountId}/qss/webhooks`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use qss_domain::timefmt::{format_ms, parse_bound};
+use qss_domain::{EventType, ValidationErrors};
+use qss_store::{AttemptRow, DeliveryRecord, MAX_WEBHOOKS, WebhookRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::admin::parse_page_size;
+use crate::auth::{SCOPE_READ, SCOPE_WRITE, authorize};
+use crate::{ApiError, AppState};
+
+const BODY_LIMIT: usize = 64 * 1024;
+const ROTATION_OVERLAP_MS: i64 = 24 * 3_600_000;
+const MAX_REPLAY: i64 = 100_000;
+
+pub fn router() -> Router<AppState> {
+    let base = "/v2/accounts/{account_id}/qss/webhooks";
+    Router::new()
+        .route(base, get(list_webhooks).post(create_webhook))
+        .route(
+            &format!("{base}/{{webhook_id}}"),
+            get(get_webhook).patch(patch_webhook).delete(delete_webhook),
+        )
+        .route(
+            &format!("{base}/{{webhook_id}}/validate"),
+            post(validate_webhook),
+        )
+        .route(
+            &format!("{base}/{{webhook_id}}/rotate_secret"),
+            post(rotate_secret),
+        )
+        .route(
+            &format!("{base}/{{webhook_id}}/deliveries"),
+            get(list_deliveries),
+        )
+        .route(
+            &format!("{base}/{{webhook_id}}/deliveries/{{delivery_id}}"),
+            get(get_delivery),
+        )
+        .route(
+            &format!("{base}/{{webhook_id}}/deliveries/{{delivery_id}}/retry"),
+            post(retry_delivery),
+        )
+        .route(&format!("{base}/{{webhook_id}}/replay"), post(replay))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookOut {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub status: String,
+    pub description: Option<String>,
+    pub max_age_seconds: Option<i64>,
+    pub created_at: String,
+    pub validated_at: Option<String>,
+    /// Only when the subscription is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_token: Option<String>,
+}
+
+impl From<&WebhookRecord> for WebhookOut {
+    fn from(w: &WebhookRecord) -> Self {
+        WebhookOut {
+            id: w.webhook_id.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            status: w.status.clone(),
+            description: w.description.clone(),
+            max_age_seconds: w.max_age_seconds,
+            created_at: format_ms(w.created_at),
+            validated_at: w.validated_at.map(format_ms),
+            secret_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookListOut {
+    pub webhooks: Vec<WebhookOut>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretOut {
+    pub secret_token: String,
+}
+
+/// The writable fields of a subscription, validated.
+#[derive(Debug, Default)]
+struct WebhookFields {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    secret_token: Option<String>,
+    description: Option<Option<String>>,
+    max_age_seconds: Option<Option<i64>>,
+    status: Option<String>,
+}
+
+fn parse_events(v: &Value, errors: &mut ValidationErrors) -> Option<Vec<String>> {
+    let Some(items) = v.as_array().filter(|a| !a.is_empty()) else {
+        errors.push("events", "must be a non-empty array of event types");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().and_then(EventType::parse) {
+            Some(t) => out.push(t),
+            None => errors.push(format!("events[{i}]"), "unknown event type"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Some(out.into_iter().map(|t| t.as_str().to_string()).collect())
+}
+
+fn parse_fields(
+    v: &Value,
+    allow_private: bool,
+    creating: bool,
+) -> Result<WebhookFields, ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let Some(obj) = v.as_object() else {
+        return Err(ValidationErrors::single(
+            "",
+            "the body must be a JSON object",
+        ));
+    };
+    let mut f = WebhookFields::default();
+    match obj.get("url") {
+        Some(Value::String(u)) => match qss_delivery::address::check_url(u, allow_private) {
+            Ok(_) => f.url = Some(u.clone()),
+            Err(e) => errors.push("url", e.to_string()),
+        },
+        None if !creating => {}
+        _ => errors.push("url", "must be an absolute https URL"),
+    }
+    match obj.get("events") {
+        Some(v) => f.events = parse_events(v, &mut errors),
+        None if !creating => {}
+        None => errors.push("events", "is required"),
+    }
+    if creating {
+        match obj.get("secret_token") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s))
+                if (16..=256).contains(&s.len())
+                    && s.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+            {
+                f.secret_token = Some(s.clone())
+            }
+            Some(_) => errors.push(
+                "secret_token",
+                "must be 16 to 256 printable ASCII characters",
+            ),
+        }
+    }
+    match obj.get("description") {
+        None => {}
+        Some(Value::Null) => f.description = Some(None),
+        Some(Value::String(s)) if s.chars().count() <= 1024 => {
+            f.description = Some(Some(s.clone()))
+        }
+        Some(_) => errors.push("description", "must be a string of at most 1024 characters"),
+    }
+    match obj.get("max_age_seconds") {
+        None => {}
+        Some(Value::Null) => f.max_age_seconds = Some(None),
+        Some(v) => match v.as_i64().filter(|n| (60..=604_800).contains(n)) {
+            Some(n) => f.max_age_seconds = Some(Some(n)),
+            None => errors.push(
+                "max_age_seconds",
+                "must be an integer between 60 and 604800",
+            ),
+        },
+    }
+    if !creating {
+        match obj.get("status") {
+            None => {}
+            Some(Value::String(s)) if s == "active" || s == "paused" => f.status = Some(s.clone()),
+            Some(_) => errors.push("status", "must be active or paused"),
+        }
+    }
+    errors.into_result(f)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, qss_store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn existing(
+    state: &AppState,
+    account_id: &str,
+    webhook_id: &str,
+) -> Result<WebhookRecord, ApiError> {
+    let store = state.store.clone();
+    let (a, w) = (account_id.to_string(), webhook_id.to_string());
+    blocking(move || store.get_webhook(&a, &w))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Webhook {webhook_id} does not exist.")))
+}
+
+/// The secrets a handshake answer may be made with: the current one, and the previous one
+/// during its overlap.
+fn accepted_secrets(w: &WebhookRecord, now: i64) -> Vec<String> {
+    let mut s = vec![w.secret.clone()];
+    if let (Some(p), Some(until)) = (&w.previous_secret, w.previous_secret_until)
+        && now < until
+    {
+        s.push(p.clone());
+    }
+    s
+}
+
+/// Runs the URL validation handshake (SPEC 7.2); the error is the reason shown to the user.
+pub async fn handshake(
+    state: &AppState,
+    url: &str,
+    signing_secret: &str,
+    accepted: &[String],
+) -> Result<(), String> {
+    let now = state.clock.now_ms();
+    let plain = qss_domain::ids::random_secret();
+    let body = json!({"event": "endpoint.url_validation", "event_ts": now,
+        "payload": {"plainToken": plain}});
+    let body = serde_json::to_vec(&body).expect("json serializes");
+    let id = format!("hs_{}", qss_domain::ids::random_secret());
+    let headers = qss_delivery::signing::headers(
+        env!("CARGO_PKG_VERSION"),
+        &id,
+        now / 1000,
+        &body,
+        signing_secret,
+        None,
+    );
+    let timeout = Duration::from_millis(state.config.webhook_timeout_ms);
+    let result = qss_delivery::client::attempt(
+        &state.webhook_client,
+        url,
+        &headers,
+        bytes::Bytes::from(body),
+        timeout,
+    )
+    .await;
+    if let Some(e) = &result.error
+        && result.http_status.is_none()
+    {
+        return Err(format!("the endpoint could not be reached ({e})"));
+    }
+    match result.http_status {
+        Some(200) => {}
+        Some(s) => {
+            return Err(format!(
+                "the endpoint answered HTTP {s}; the handshake needs 200"
+            ));
+        }
+        None => return Err("the endpoint did not answer".to_string()),
+    }
+    let answer: Value = serde_json::from_str(&result.response_body).map_err(|_| {
+        "the endpoint's answer is not a JSON object with plainToken and encryptedToken".to_string()
+    })?;
+    if answer.get("plainToken").and_then(Value::as_str) != Some(plain.as_str()) {
+        return Err("the endpoint's answer does not echo plainToken".to_string());
+    }
+    let encrypted = answer
+        .get("encryptedToken")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let secrets: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    if !qss_delivery::signing::verify_handshake(&secrets, &plain, encrypted) {
+        return Err(
+            "encryptedToken is not the HMAC-SHA256 of plainToken with the secret token".to_string(),
+        );
+    }
+    Ok(())
+}
+
+fn revalidate_at(state: &AppState, now: i64) -> i64 {
+    now + state.config.webhook_revalidate_hours as i64 * 3_600_000
+}
+
+#[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks", tag = "webhooks",
+    security(("bearer" = ["qss:write"])), params(("account_id" = String, Path)),
+    request_body(content = Value, description = "{url, events, secret_token?, description?, max_age_seconds?}"),
+    responses((status = 201, body = WebhookOut), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody)))]
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(account_id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
+    let v = crate::body::read_json(&headers, body, BODY_LIMIT, false).await?;
+    let f = parse_fields(&v, state.config.webhook_allow_private_networks, true)?;
+    let (url, events) = (f.url.expect("validated"), f.events.expect("validated"));
+    let store = state.store.clone();
+    let aid = account_id.clone();
+    if blocking(move || store.list_webhooks(&aid)).await?.len() as i64 >= MAX_WEBHOOKS {
+        return Err(ApiError::Conflict(format!(
+            "An account has at most {MAX_WEBHOOKS} webhooks."
+        )));
+    }
+    let now = state.clock.now_ms();
+    let (secret, status, validated_at) = match f.secret_token {
+        Some(secret) => {
+            handshake(&state, &url, &secret, std::slice::from_ref(&secret))
+                .await
+                .map_err(|reason| ApiError::invalid("url", reason))?;
+            (secret, "active", Some(now))
+        }
+        None => (
+            qss_delivery::signing::generate_secret(),
+            "pending_validation",
+            None,
+        ),
+    };
+    let record = WebhookRecord {
+        account_id: account_id.clone(),
+        webhook_id: format!(
+            "wh_{}",
+            qss_domain::ids::random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 22)
+        ),
+        url,
+        events,
+        secret: secret.clone(),
+        previous_secret: None,
+        previous_secret_until: None,
+        status: status.to_string(),
+        description: f.description.flatten(),
+        max_age_seconds: f.max_age_seconds.flatten(),
+        created_at: now,
+        validated_at,
+        next_validation_at: validated_at.map(|v| revalidate_at(&state, v)),
+        validation_failures: 0,
+    };
+    let store = state.store.clone();
+    let r = record.clone();
+    if !blocking(move || store.insert_webhook(&r)).await? {
+        return Err(ApiError::Conflict(format!(
+            "An account has at most {MAX_WEBHOOKS} webhooks."
+        )));
+    }
+    let mut out = WebhookOut::from(&record);
+    out.secret_token = Some(secret);
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+#[utoipa::path(get, path = "/v2/accounts/{account_id}/qss/webhooks", tag = "webhooks",
+    security(("bearer" = ["qss:read"])), params(("account_id" = String, Path)),
+    responses((status = 200, body = WebhookListOut), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody)))]
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(account_id): Path<String>,
+) -> Result<Json<WebhookListOut>, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_READ, true).await?;
+    let store = state.store.clone();
+    let rows = blocking(move || store.list_webhooks(&account_id)).await?;
+    Ok(Json(WebhookListOut {
+        webhooks: rows.iter().map(WebhookOut::from).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}", tag = "webhooks",
+    security(("bearer" = ["qss:read"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
+    responses((status = 200, body = WebhookOut), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+) -> Result<Json<WebhookOut>, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_READ, true).await?;
+    let w = existing(&state, &account_id, &webhook_id).await?;
+    Ok(Json(WebhookOut::from(&w)))
+}
+
+#[utoipa::path(patch, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}", tag = "webhooks",
+    security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
+    request_body(content = Value, description = "{url?, events?, description?, max_age_seconds?, status?}"),
+    responses((status = 200, body = WebhookOut), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn patch_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<WebhookOut>, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
+    let v = crate::body::read_json(&headers, body, BODY_LIMIT, false).await?;
+    let f = parse_fields(&v, state.config.webhook_allow_private_networks, false)?;
+    let mut w = existing(&state, &account_id, &webhook_id).await?;
+    let now = state.clock.now_ms();
+    let url_changed = f.url.as_ref().is_some_and(|u| *u != w.url);
+    let activating = f.status.as_deref() == Some("active") && w.status != "active";
+    if let Some(url) = f.url {
+        w.url = url;
+    }
+    if url_changed || activating {
+        handshake(&state, &w.url, &w.secret, &accepted_secrets(&w, now))
+            .await
+            .map_err(|reason| ApiError::invalid("url", reason))?;
+        w.validated_at = Some(now);
+        w.next_validation_at = Some(revalidate_at(&state, now));
+        w.validation_failures = 0;
+        if w.status == "pending_validation" || activating {
+            w.status = "active".to_string();
+        }
+    }
+    if let Some(e) = f.events {
+        w.events = e;
+    }
+    if let Some(d) = f.description {
+        w.description = d;
+    }
+    if let Some(m) = f.max_age_seconds {
+        w.max_age_seconds = m;
+    }
+    if f.status.as_deref() == Some("paused") {
+        w.status = "paused".to_string();
+    }
+    let store = state.store.clone();
+    let r = w.clone();
+    if !blocking(move || store.update_webhook(&r)).await? {
+        return Err(ApiError::NotFound(format!(
+            "Webhook {webhook_id} does not exist."
+        )));
+    }
+    state.delivery_wake.notify_one();
+    Ok(Json(WebhookOut::from(&w)))
+}
+
+#[utoipa::path(delete, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}", tag = "webhooks",
+    security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
+    responses((status = 204, description = "Deleted; its pending deliveries are cancelled"),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
+    let store = state.store.clone();
+    let wid = webhook_id.clone();
+    if !blocking(move || store.delete_webhook(&account_id, &wid)).await? {
+        return Err(ApiError::NotFound(format!(
+            "Webhook {webhook_id} does not exist."
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/validate", tag = "webhooks",
+    security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
+    responses((status = 200, body = WebhookOut), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn validate_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+) -> Result<Json<WebhookOut>, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
+    let mut w = existing(&state, &account_id, &webhook_id).await?;
+    let now = state.clock.now_ms();
+    handshake(&state, &w.url, &w.secret, &accepted_secrets(&w, now))
+        .await
+        .map_err(|reason| ApiError::invalid("url", reason))?;
+    w.validated_at = Some(now);
+    w.next_validation_at = Some(revalidate_at(&state, now));
+    w.validation_failures = 0;
+    if w.status == "pending_validation" {
+        w.status = "active".to_string();
+    }
+    let store = state.store.clone();
+    let r = w.clone();
+    blocking(move || store.update_webhook(&r)).await?;
+    state.delivery_wake.notify_one();
+    Ok(Json(WebhookOut::from(&w)))
+}
+
+#[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/rotate_secret", tag = "webhooks",
+    security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
+    request_body(content = Value, description = "optional {secret_token}"),
+    responses((status = 200, body = SecretOut), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<SecretOut>, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
+    let v = crate::body::read_json(&headers, body, BODY_LIMIT, true).await?;
+    let secret = match v.get("secret_token") {
+        None | Some(Value::Null) => qss_delivery::signing::generate_secret(),
+        Some(Value::String(s))
+            if (16..=256).contains(&s.len()) && s.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            s.clone()
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "secret_token",
+                "must be 16 to 256 printable ASCII characters",
+            ));
+        }
+    };
+    let mut w = existing(&state, &account_id, &webhook_id).await?;
+    let now = state.clock.now_ms();
+    w.previous_secret = Some(std::mem::replace(&mut w.secret, secret.clone()));
+    w.previous_secret_until = Some(now + ROTATION_OVERLAP_MS);
+    let store = state.store.clone();
+    blocking(move || store.update_webhook(&w)).await?;
+    Ok(Json(SecretOut {
+        secret_token: secret,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptOut {
+    pub at: String,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryOut {
+    pub id: String,
+    pub event_id: String,
+    pub event: String,
+    pub status: String,
+    pub attempt_count: i64,
+    pub last_attempt: Option<AttemptOut>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptOut>>,
+}
+
+fn attempt_out(a: &AttemptRow, with_body: bool) -> AttemptOut {
+    AttemptOut {
+        at: format_ms(a.at),
+        http_status: a.http_status,
+        error: a.error.clone(),
+        duration_ms: a.duration_ms,
+        response_body: with_body.then(|| a.response_body.clone()),
+    }
+}
+
+fn delivery_out(d: &DeliveryRecord) -> DeliveryOut {
+    DeliveryOut {
+        id: d.delivery_id.clone(),
+        event_id: d.event_id.clone(),
+        event: d.event_type.clone(),
+        status: d.status.clone(),
+        attempt_count: d.attempt_count,
+        last_attempt: d.last_attempt.as_ref().map(|a| attempt_out(a, false)),
+        next_attempt_at: if d.status == "pending" {
+            d.next_attempt_at.map(format_ms)
+        } else {
+            None
+        },
+        created_at: format_ms(d.created_at),
+        attempts: None,
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryListOut {
+    pub from: String,
+    pub to: String,
+    pub page_size: usize,
+    pub next_page_token: String,
+    pub deliveries: Vec<DeliveryOut>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DeliveryCursor {
+    webhook_id: String,
+    status: Option<String>,
+    event: Option<String>,
+    from: i64,
+    to: i64,
+    before_ts: i64,
+    before_id: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[allow(dead_code)]
+pub struct DeliveryParams {
+    status: Option<String>,
+    event: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page_size: Option<String>,
+    next_page_token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/deliveries", tag = "webhooks",
+    security(("bearer" = ["qss:read"])), params(("account_id" = String, Path), ("webhook_id" = String, Path), DeliveryParams),
+    responses((status = 200, body = DeliveryListOut), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<DeliveryListOut>, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_READ, true).await?;
+    let page_size = parse_page_size(params.get("page_size").map(String::as_str))?;
+    let now = state.clock.now_ms();
+    let cursor = match params.get("next_page_token").filter(|t| !t.is_empty()) {
+        Some(t) => {
+            let c: DeliveryCursor = crate::page_token::decode(&state.page_key, &account_id, now, t)
+                .map_err(|m| ApiError::invalid("next_page_token", m))?;
+            if c.webhook_id != webhook_id {
+                return Err(ApiError::invalid(
+                    "next_page_token",
+                    "The next_page_token is invalid.",
+                ));
+            }
+            c
+        }
+        None => {
+            let status = params.get("status").cloned();
+            if let Some(s) = &status
+                && !["pending", "succeeded", "failed", "expired", "cancelled"].contains(&s.as_str())
+            {
+                return Err(ApiError::invalid(
+                    "status",
+                    "must be pending, succeeded, failed, expired or cancelled",
+                ));
+            }
+            let event = params.get("event").cloned();
+            if let Some(e) = &event
+                && EventType::parse(e).is_none()
+            {
+                return Err(ApiError::invalid("event", "unknown event type"));
+            }
+            let to = match params.get("to") {
+                Some(s) => parse_bound(s, true)
+                    .ok_or_else(|| ApiError::invalid("to", "must be a date or a date-time"))?,
+                None => now + 1,
+            };
+            let from = match params.get("from") {
+                Some(s) => parse_bound(s, false)
+                    .ok_or_else(|| ApiError::invalid("from", "must be a date or a date-time"))?,
+                None => to - 86_400_000,
+            };
+            if from > to || to - from > 31 * 86_400_000 {
+                return Err(ApiError::invalid(
+                    "from",
+                    "must not be later than to, and the range may span at most 31 days",
+                ));
+            }
+            DeliveryCursor {
+                webhook_id: webhook_id.clone(),
+                status,
+                event,
+                from,
+                to,
+                before_ts: i64::MAX,
+                before_id: String::new(),
+            }
+        }
+    };
+    existing(&state, &account_id, &webhook_id).await?;
+    let store = state.store.clone();
+    let (aid, wid) = (account_id.clone(), webhook_id.clone());
+    let (status, event) = (cursor.status.clone(), cursor.event.clone());
+    let before =
+        (cursor.before_ts != i64::MAX).then(|| (cursor.before_ts, cursor.before_id.clone()));
+    let (from, to) = (cursor.from, cursor.to);
+    let mut rows = blocking(move || {
+        store.list_deliveries(
+            &aid,
+            &wid,
+            status.as_deref(),
+            event.as_deref(),
+            from,
+            to,
+            before,
+            page_size + 1,
+            now,
+        )
+    })
+    .await?;
+    let more = rows.len() > page_size;
+    rows.truncate(page_size);
+    let next_page_token = match (more, rows.last()) {
+        (true, Some(last)) => crate::page_token::encode(
+            &state.page_key,
+            &account_id,
+            now,
+            &DeliveryCursor {
+                before_ts: last.created_at,
+                before_id: last.delivery_id.clone(),
+                ..cursor
+            },
+        ),
+        _ => String::new(),
+    };
+    Ok(Json(DeliveryListOut {
+        from: format_ms(from),
+        to: format_ms(to),
+        page_size,
+        next_page_token,
+        deliveries: rows.iter().map(delivery_out).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/deliveries/{delivery_id}", tag = "webhooks",
+    security(("bearer" = ["qss:read"])),
+    params(("account_id" = String, Path), ("webhook_id" = String, Path), ("delivery_id" = String, Path)),
+    responses((status = 200, body = DeliveryOut), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn get_delivery(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id, delivery_id)): Path<(String, String, String)>,
+) -> Result<Json<DeliveryOut>, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_READ, true).await?;
+    let store = state.store.clone();
+    let now = state.clock.now_ms();
+    let did = delivery_id.clone();
+    let (d, attempts) = blocking(move || store.get_delivery(&account_id, &webhook_id, &did, now))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Delivery {delivery_id} does not exist.")))?;
+    let mut out = delivery_out(&d);
+    out.attempts = Some(attempts.iter().map(|a| attempt_out(a, true)).collect());
+    Ok(Json(out))
+}
+
+#[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", tag = "webhooks",
+    security(("bearer" = ["qss:write"])),
+    params(("account_id" = String, Path), ("webhook_id" = String, Path), ("delivery_id" = String, Path)),
+    responses((status = 202, description = "An attempt is scheduled now"), (status = 401, body = crate::openapi::ErrorBody),
+        (status = 403, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody),
+        (status = 409, body = crate::openapi::ErrorBody)))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id, delivery_id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
+    let w = existing(&state, &account_id, &webhook_id).await?;
+    let now = state.clock.now_ms();
+    let store = state.store.clone();
+    let (aid, wid, did) = (account_id.clone(), webhook_id.clone(), delivery_id.clone());
+    let found = blocking(move || store.get_delivery(&aid, &wid, &did, now)).await?;
+    let Some((d, _)) = found else {
+        return Err(ApiError::NotFound(format!(
+            "Delivery {delivery_id} does not exist."
+        )));
+    };
+    if w.status != "active" {
+        return Err(ApiError::Conflict("The webhook is not active.".to_string()));
+    }
+    if d.in_flight || d.status == "cancelled" {
+        return Err(ApiError::Conflict(if d.in_flight {
+            "An attempt of this delivery is in flight.".to_string()
+        } else {
+            "The delivery was cancelled.".to_string()
+        }));
+    }
+    let store = state.store.clone();
+    if !blocking(move || store.retry_delivery(&account_id, &delivery_id, now)).await? {
+        return Err(ApiError::Conflict(
+            "An attempt of this delivery is in flight.".to_string(),
+        ));
+    }
+    state.delivery_wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayOut {
+    pub queued: usize,
+}
+
+#[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/replay", tag = "webhooks",
+    security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
+    request_body(content = Value, description = "{from, to, event?}"),
+    responses((status = 202, body = ReplayOut), (status = 400, body = crate::openapi::ErrorBody),
+        (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
+        (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
+pub async fn replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((account_id, webhook_id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
+    let v = crate::body::read_json(&headers, body, BODY_LIMIT, false).await?;
+    let mut errors = ValidationErrors::new();
+    let bound = |k: &str, is_to: bool, errors: &mut ValidationErrors| match v
+        .get(k)
+        .and_then(Value::as_str)
+    {
+        Some(s) => parse_bound(s, is_to).or_else(|| {
+            errors.push(k, "must be a date (yyyy-mm-dd) or a date-time");
+            None
+        }),
+        None => {
+            errors.push(k, "is required");
+            None
+        }
+    };
+    let from = bound("from", false, &mut errors);
+    let to = bound("to", true, &mut errors);
+    let event = match v.get("event") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if EventType::parse(s).is_some() => Some(s.clone()),
+        Some(_) => {
+            errors.push("event", "unknown event type");
+            None
+        }
+    };
+    if let (Some(f), Some(t)) = (from, to)
+        && (f > t || t - f > 31 * 86_400_000)
+    {
+        errors.push(
+            "from",
+            "must not be later than to, and the range may span at most 31 days",
+        );
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let (from, to) = (from.expect("validated"), to.expect("validated"));
+    let w = existing(&state, &account_id, &webhook_id).await?;
+    let types: Vec<String> = w
+        .events
+        .iter()
+        .filter(|t| event.as_ref().is_none_or(|e| e == *t))
+        .cloned()
+        .collect();
+    let store = state.store.clone();
+    let (aid, ty) = (account_id.clone(), types.clone());
+    let count = blocking(move || store.count_events(&aid, &ty, from, to)).await?;
+    if count > MAX_REPLAY {
+        return Err(ApiError::invalid(
+            "from",
+            format!("the range holds {count} events; at most {MAX_REPLAY} can be replayed at once"),
+        ));
+    }
+    if w.status != "active" {
+        return Err(ApiError::Conflict("The webhook is not active.".to_string()));
+    }
+    let store = state.store.clone();
+    let now = state.clock.now_ms();
+    let queued =
+        blocking(move || store.replay(&account_id, &webhook_id, &types, from, to, now)).await?;
+    state.delivery_wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(ReplayOut { queued })).into_response())
+}

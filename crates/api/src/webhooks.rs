@@ -233,60 +233,17 @@ pub async fn handshake(
     signing_secret: &str,
     accepted: &[String],
 ) -> Result<(), String> {
-    let now = state.clock.now_ms();
-    let plain = qss_domain::ids::random_secret();
-    let body = json!({"event": "endpoint.url_validation", "event_ts": now,
-        "payload": {"plainToken": plain}});
-    let body = serde_json::to_vec(&body).expect("json serializes");
-    let id = format!("hs_{}", qss_domain::ids::random_secret());
-    let headers = qss_delivery::signing::headers(
-        env!("CARGO_PKG_VERSION"),
-        &id,
-        now / 1000,
-        &body,
-        signing_secret,
-        None,
-    );
-    let timeout = Duration::from_millis(state.config.webhook_timeout_ms);
-    let result = qss_delivery::client::attempt(
+    let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    qss_delivery::handshake(
         &state.webhook_client,
         url,
-        &headers,
-        bytes::Bytes::from(body),
-        timeout,
+        signing_secret,
+        &accepted,
+        Duration::from_millis(state.config.webhook_timeout_ms),
+        state.clock.now_ms(),
+        env!("CARGO_PKG_VERSION"),
     )
-    .await;
-    if let Some(e) = &result.error
-        && result.http_status.is_none()
-    {
-        return Err(format!("the endpoint could not be reached ({e})"));
-    }
-    match result.http_status {
-        Some(200) => {}
-        Some(s) => {
-            return Err(format!(
-                "the endpoint answered HTTP {s}; the handshake needs 200"
-            ));
-        }
-        None => return Err("the endpoint did not answer".to_string()),
-    }
-    let answer: Value = serde_json::from_str(&result.response_body).map_err(|_| {
-        "the endpoint's answer is not a JSON object with plainToken and encryptedToken".to_string()
-    })?;
-    if answer.get("plainToken").and_then(Value::as_str) != Some(plain.as_str()) {
-        return Err("the endpoint's answer does not echo plainToken".to_string());
-    }
-    let encrypted = answer
-        .get("encryptedToken")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let secrets: Vec<&str> = accepted.iter().map(String::as_str).collect();
-    if !qss_delivery::signing::verify_handshake(&secrets, &plain, encrypted) {
-        return Err(
-            "encryptedToken is not the HMAC-SHA256 of plainToken with the secret token".to_string(),
-        );
-    }
-    Ok(())
+    .await
 }
 
 fn revalidate_at(state: &AppState, now: i64) -> i64 {

@@ -19,6 +19,11 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
     let flags = vec![
         ("listen".to_string(), listen.to_string()),
         ("database".to_string(), format!("sqlite://{}", db.display())),
+        // The built-in receiver listens on loopback.
+        (
+            "webhook.allow_private_networks".to_string(),
+            "true".to_string(),
+        ),
     ];
     let config = Config::load(None, Vec::new(), &flags)?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -57,6 +62,8 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
         &created.credentials.client_id,
         &created.credentials.client_secret,
     );
+    let receiver_url = start_receiver().await?;
+    subscribe(&base, &account_id, client_id, client_secret, &receiver_url).await?;
     println!();
     println!("qss demo is running at {base}");
     if let Some(token) = &server.generated_admin_token {
@@ -79,6 +86,9 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
         "  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/v2/accounts/{account_id}/qss/events?page_size=300'"
     );
     println!();
+    println!(
+        "A built-in receiver at {receiver_url} is subscribed to every event type; deliveries appear below."
+    );
     println!(
         "Settings: {base}/v2/accounts/{account_id}/qss/settings   Metrics: {base}/metrics   OpenAPI: {base}/openapi.json"
     );
@@ -106,6 +116,84 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
     server.wait().await?;
     sim.abort();
     drop(dir);
+    Ok(())
+}
+
+const RECEIVER_SECRET: &str = "demo-receiver-secret-0123456789";
+
+/// The demo's webhook receiver (`qss listen` in-process): verifies signatures and prints one
+/// line per delivery.
+async fn start_receiver() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/webhooks", listener.local_addr()?);
+    let show: crate::listen::OnEvent = Arc::new(|e: &Value| {
+        let o = &e["payload"]["object"];
+        let what = match e["event"].as_str().unwrap_or("") {
+            "qss.meeting_participant_qos" => format!(
+                "{} / {}: mos {} {}",
+                o["meeting_id"].as_str().unwrap_or(""),
+                o["participant_id"].as_str().unwrap_or(""),
+                o["quality"]["mos"],
+                o["quality"]["grade"].as_str().unwrap_or("")
+            ),
+            "qss.meeting_qos_summary" => format!(
+                "{}: {} participants, mos_avg {} {}",
+                o["meeting_id"].as_str().unwrap_or(""),
+                o["participant_count"],
+                o["quality"]["mos_avg"],
+                o["quality"]["grade"].as_str().unwrap_or("")
+            ),
+            _ => format!(
+                "{} {}: mos {} {}",
+                o["call_id"].as_str().unwrap_or(""),
+                o["direction"].as_str().unwrap_or(""),
+                o["quality"]["mos"],
+                o["quality"]["grade"].as_str().unwrap_or("")
+            ),
+        };
+        println!(
+            "  webhook  {:<28} {what}",
+            e["event"].as_str().unwrap_or("")
+        );
+    });
+    let app = crate::listen::receiver(RECEIVER_SECRET.to_string(), show);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+/// Subscribes the receiver to every event type through the API (handshake included).
+async fn subscribe(
+    base: &str,
+    account_id: &str,
+    client_id: &str,
+    secret: &str,
+    url: &str,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let token: Value = client
+        .post(format!(
+            "{base}/oauth/token?grant_type=account_credentials&account_id={account_id}"
+        ))
+        .basic_auth(client_id, Some(secret))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = token["access_token"].as_str().context("no access token")?;
+    let r = client
+        .post(format!("{base}/v2/accounts/{account_id}/qss/webhooks"))
+        .bearer_auth(token)
+        .json(&json!({"url": url, "secret_token": RECEIVER_SECRET, "description": "qss demo receiver",
+            "events": ["qss.meeting_participant_qos", "qss.meeting_qos_summary", "qss.phone_call_qos"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().as_u16() == 201,
+        "subscribing the demo receiver failed: {}",
+        r.text().await?
+    );
     Ok(())
 }
 

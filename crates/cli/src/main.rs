@@ -3,6 +3,7 @@
 
 mod admin;
 mod demo;
+mod listen;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,6 +65,16 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// Receive webhooks: answer the handshake, verify both signatures, print each event as a
+    /// JSON line.
+    Listen {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// The subscription's secret token.
+        #[arg(long, env = "QSS_LISTEN_SECRET")]
+        secret: String,
+    },
     /// Manage accounts, credentials and ingest keys directly on the database (may run while
     /// servers use it).
     Admin {
@@ -93,6 +104,9 @@ fn main() -> std::process::ExitCode {
         Command::Demo { listen, duration } => {
             init_tracing();
             runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration)))
+        }
+        Command::Listen { port, secret } => {
+            runtime().and_then(|rt| rt.block_on(listen::run(port, secret)))
         }
         Command::Admin { config, command } => admin::run(&config, command),
     };

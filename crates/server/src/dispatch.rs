@@ -28,7 +28,15 @@ pub struct DispatchConfig {
     pub schedule: Vec<u64>,
     pub lease_ms: i64,
     pub max_in_flight_per_endpoint: usize,
+    /// `webhook.revalidate_hours`, in milliseconds.
+    pub revalidate_ms: i64,
 }
+
+/// After a failed periodic re-validation: retry after 5, 20 and 60 minutes, then at the
+/// normal period; the sixth failure in a row disables the subscription (SPEC 7.2).
+const REVALIDATION_RETRIES_MS: [i64; 3] = [5 * 60_000, 20 * 60_000, 60 * 60_000];
+const REVALIDATION_FAILURES_TO_DISABLE: i64 = 6;
+const REVALIDATION_CHECK: Duration = Duration::from_secs(30);
 
 pub struct Dispatcher {
     pub store: Arc<SqliteStore>,
@@ -64,8 +72,14 @@ impl Dispatcher {
     /// Claims and starts attempts until `shutdown`; then lets the attempts in flight finish.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
+        let mut next_revalidation = tokio::time::Instant::now();
         loop {
             while tasks.try_join_next().is_some() {}
+            if tokio::time::Instant::now() >= next_revalidation {
+                next_revalidation = tokio::time::Instant::now() + REVALIDATION_CHECK;
+                let me = self.clone();
+                tasks.spawn(async move { me.revalidate_due().await });
+            }
             let claimed = match self.claim().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -89,6 +103,60 @@ impl Dispatcher {
         }
         // In-flight attempts finish (each is bounded by the attempt timeout).
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs the periodic handshake of every subscription whose re-validation is due.
+    pub async fn revalidate_due(&self) {
+        let (store, now) = (self.store.clone(), self.clock.now_ms());
+        let due = match tokio::task::spawn_blocking(move || store.webhooks_due_for_validation(now))
+            .await
+        {
+            Ok(Ok(due)) => due,
+            Ok(Err(e)) => return tracing::warn!(error = %e, "listing re-validations failed"),
+            Err(_) => return,
+        };
+        for mut w in due {
+            let accepted: Vec<&str> = std::iter::once(w.secret.as_str())
+                .chain(
+                    w.previous_secret
+                        .as_deref()
+                        .filter(|_| w.previous_secret_until.is_some_and(|u| now < u)),
+                )
+                .collect();
+            let result = qss_delivery::handshake(
+                &self.client,
+                &w.url,
+                &w.secret,
+                &accepted,
+                self.config.timeout,
+                now,
+                env!("CARGO_PKG_VERSION"),
+            )
+            .await;
+            let now = self.clock.now_ms();
+            match result {
+                Ok(()) => {
+                    w.validated_at = Some(now);
+                    w.validation_failures = 0;
+                    w.next_validation_at = Some(now + self.config.revalidate_ms);
+                }
+                Err(reason) => {
+                    w.validation_failures += 1;
+                    tracing::info!(webhook = %w.webhook_id, failures = w.validation_failures, %reason, "re-validation failed");
+                    if w.validation_failures >= REVALIDATION_FAILURES_TO_DISABLE {
+                        w.status = "disabled".to_string();
+                    }
+                    let retry = REVALIDATION_RETRIES_MS.get(w.validation_failures as usize - 1);
+                    w.next_validation_at =
+                        Some(now + retry.copied().unwrap_or(self.config.revalidate_ms));
+                }
+            }
+            let store = self.store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.update_webhook(&w)).await
+            {
+                tracing::warn!(error = %e, "recording a re-validation failed");
+            }
+        }
     }
 
     /// Claims due deliveries of endpoints below their cap, and counts them in flight.

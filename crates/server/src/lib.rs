@@ -153,6 +153,7 @@ pub async fn start(
             schedule: config.webhook.retry_schedule_seconds.clone(),
             lease_ms: config.webhook.lease_seconds as i64 * 1000,
             max_in_flight_per_endpoint: config.webhook.max_in_flight_per_endpoint.max(1) as usize,
+            revalidate_ms: config.webhook.revalidate_hours as i64 * 3_600_000,
         },
         delivery_wake,
     ));

@@ -1,12 +1,15 @@
-//! The delivery workers (SPEC 7.4): claim due deliveries under a lease, make the attempt,
-//! record the outcome under the same lease. New work wakes them at once (a `Notify` from the
-//! aggregation thread and the API); retries are found by a short poll.
+//! The delivery workers (SPEC 7.4). One loop finds subscriptions with due work and claims a
+//! small batch of each one's deliveries under a lease (with the events' bodies, in one
+//! query); attempts start from a per-endpoint queue as long as the endpoint has fewer than
+//! `max_in_flight_per_endpoint` in flight; results go to one recorder that commits them in
+//! batches, each under the lease that claimed it.
 //!
-//! Isolation: each endpoint has at most `max_in_flight_per_endpoint` attempts in flight; a
-//! claim skips saturated endpoints, so a slow or dead endpoint never holds a worker slot that
-//! another endpoint's delivery needs.
+//! Isolation: claims are made per subscription, within its own free capacity, so a slow or
+//! dead endpoint only ever holds its own slots and its own queue; the others' deliveries are
+//! claimed and attempted independently. New work wakes the loop at once (a `Notify` from the
+//! aggregation thread and the API); retries come due on a short poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,13 +17,25 @@ use bytes::Bytes;
 use qss_api::{Clock, Metrics};
 use qss_delivery::client::{DeliveryClient, attempt};
 use qss_delivery::policy::{Outcome, decide};
-use qss_store::{AttemptRow, ClaimedDelivery, SqliteStore, StoreError};
-use tokio::sync::Notify;
+use qss_store::{
+    AttemptRecord, AttemptRow, ClaimedDelivery, SqliteStore, StoreError, WebhookRecord,
+};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-const CLAIM_BATCH: usize = 256;
 const POLL: Duration = Duration::from_millis(250);
+/// Deliveries claimed ahead per endpoint beyond those in flight: enough to keep it busy
+/// between claims, few enough to start long before their lease ends.
+const PREFETCH: usize = 64;
+/// Most results recorded in one transaction.
+const RECORD_BATCH: usize = 1024;
+
+/// After a failed periodic re-validation: retry after 5, 20 and 60 minutes, then at the
+/// normal period; the sixth failure in a row disables the subscription (SPEC 7.2).
+const REVALIDATION_RETRIES_MS: [i64; 3] = [5 * 60_000, 20 * 60_000, 60 * 60_000];
+const REVALIDATION_FAILURES_TO_DISABLE: i64 = 6;
+const REVALIDATION_CHECK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -32,21 +47,28 @@ pub struct DispatchConfig {
     pub revalidate_ms: i64,
 }
 
-/// After a failed periodic re-validation: retry after 5, 20 and 60 minutes, then at the
-/// normal period; the sixth failure in a row disables the subscription (SPEC 7.2).
-const REVALIDATION_RETRIES_MS: [i64; 3] = [5 * 60_000, 20 * 60_000, 60 * 60_000];
-const REVALIDATION_FAILURES_TO_DISABLE: i64 = 6;
-const REVALIDATION_CHECK: Duration = Duration::from_secs(30);
+/// One subscription's claimed deliveries and attempts in flight.
+#[derive(Default)]
+struct Endpoint {
+    webhook: Option<Arc<WebhookRecord>>,
+    /// Claimed, not started yet, with the time they were claimed.
+    queued: VecDeque<(ClaimedDelivery, i64)>,
+    in_flight: usize,
+}
 
 pub struct Dispatcher {
-    pub store: Arc<SqliteStore>,
-    pub client: DeliveryClient,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<Metrics>,
-    pub config: DispatchConfig,
-    pub wake: Arc<Notify>,
-    /// Attempts in flight per webhook id. Owned by the dispatcher; tasks decrement on finish.
-    in_flight: Mutex<HashMap<String, usize>>,
+    store: Arc<SqliteStore>,
+    client: DeliveryClient,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    config: DispatchConfig,
+    wake: Arc<Notify>,
+    /// Per webhook id. The loop claims into it; attempt tasks take from it and free slots.
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    /// Every attempt started (the recorder and shutdown wait on them).
+    tasks: Mutex<JoinSet<()>>,
+    results: mpsc::UnboundedSender<AttemptRecord>,
+    results_rx: Mutex<Option<mpsc::UnboundedReceiver<AttemptRecord>>>,
 }
 
 impl Dispatcher {
@@ -58,6 +80,7 @@ impl Dispatcher {
         config: DispatchConfig,
         wake: Arc<Notify>,
     ) -> Self {
+        let (results, rx) = mpsc::unbounded_channel();
         Dispatcher {
             store,
             client,
@@ -65,44 +88,262 @@ impl Dispatcher {
             metrics,
             config,
             wake,
-            in_flight: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(JoinSet::new()),
+            results,
+            results_rx: Mutex::new(Some(rx)),
         }
     }
 
-    /// Claims and starts attempts until `shutdown`; then lets the attempts in flight finish.
+    /// Claims and starts attempts until `shutdown`; then lets the attempts in flight finish,
+    /// records them, and hands back what was claimed but not started.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tasks = JoinSet::new();
+        let rx = self
+            .results_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let recorder_stop = CancellationToken::new();
+        let recorder =
+            rx.map(|rx| tokio::spawn(record_loop(self.store.clone(), rx, recorder_stop.clone())));
         let mut next_revalidation = tokio::time::Instant::now();
+        let mut chores = JoinSet::new();
         loop {
-            while tasks.try_join_next().is_some() {}
+            while chores.try_join_next().is_some() {}
+            self.reap_finished_attempts();
             if tokio::time::Instant::now() >= next_revalidation {
                 next_revalidation = tokio::time::Instant::now() + REVALIDATION_CHECK;
                 let me = self.clone();
-                tasks.spawn(async move { me.revalidate_due().await });
+                chores.spawn(async move { me.revalidate_due().await });
             }
-            let claimed = match self.claim().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming deliveries failed");
-                    Vec::new()
-                }
-            };
-            let full = claimed.len() == CLAIM_BATCH;
-            for claim in claimed {
-                let me = self.clone();
-                tasks.spawn(async move { me.deliver(claim).await });
+            if let Err(e) = self.claim().await {
+                tracing::warn!(error = %e, "claiming deliveries failed");
             }
-            if full {
-                continue;
-            }
+            self.start_ready();
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.cancelled() => break,
             }
         }
-        // In-flight attempts finish (each is bounded by the attempt timeout).
+        // Stop starting attempts; wait for those in flight (each bounded by the timeout).
+        let queued: Vec<ClaimedDelivery> = {
+            let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+            map.values_mut()
+                .flat_map(|e| e.queued.drain(..).map(|(c, _)| c))
+                .collect()
+        };
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         while tasks.join_next().await.is_some() {}
+        chores.abort_all();
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.release_claims(&queued)).await;
+        // Every attempt has sent its result: the recorder drains them and stops.
+        recorder_stop.cancel();
+        if let Some(r) = recorder {
+            let _ = r.await;
+        }
+    }
+
+    fn reap_finished_attempts(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+    }
+
+    /// Claims work for every subscription with due deliveries and room in its queue.
+    async fn claim(self: &Arc<Self>) -> Result<(), StoreError> {
+        let (store, now) = (self.store.clone(), self.clock.now_ms());
+        let due = tokio::task::spawn_blocking(move || store.webhooks_with_due_work(now))
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        for webhook in due {
+            let room = {
+                let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+                let e = map.get(&webhook.webhook_id);
+                let held = e.map_or(0, |e| e.queued.len() + e.in_flight);
+                (PREFETCH + self.config.max_in_flight_per_endpoint).saturating_sub(held)
+            };
+            if room == 0 {
+                continue;
+            }
+            let store = self.store.clone();
+            let (account, id, lease) = (
+                webhook.account_id.clone(),
+                webhook.webhook_id.clone(),
+                self.config.lease_ms,
+            );
+            let claimed = tokio::task::spawn_blocking(move || {
+                store.claim_due(&account, &id, now, room, lease)
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+            let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+            let e = map.entry(webhook.webhook_id.clone()).or_default();
+            e.webhook = Some(Arc::new(webhook));
+            e.queued.extend(claimed.into_iter().map(|c| (c, now)));
+        }
+        Ok(())
+    }
+
+    /// Starts attempts from every queue while its endpoint has free slots.
+    fn start_ready(self: &Arc<Self>) {
+        let ids: Vec<String> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.start_next(&id);
+        }
+    }
+
+    /// Starts queued attempts of one endpoint up to its cap.
+    fn start_next(self: &Arc<Self>, webhook_id: &str) {
+        let now = self.clock.now_ms();
+        let mut starts = Vec::new();
+        {
+            let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(e) = map.get_mut(webhook_id) else {
+                return;
+            };
+            while e.in_flight < self.config.max_in_flight_per_endpoint {
+                let Some((claim, claimed_at)) = e.queued.pop_front() else {
+                    break;
+                };
+                // Too close to the end of its lease: let it expire and be claimed afresh.
+                if now - claimed_at > self.config.lease_ms / 2 {
+                    continue;
+                }
+                let Some(webhook) = e.webhook.clone() else {
+                    break;
+                };
+                e.in_flight += 1;
+                starts.push((claim, webhook));
+            }
+            if e.queued.is_empty() && e.in_flight == 0 {
+                map.remove(webhook_id);
+            }
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for (claim, webhook) in starts {
+            let me = self.clone();
+            tasks.spawn(async move {
+                let id = claim.webhook_id.clone();
+                let record = me.attempt(claim, &webhook).await;
+                let _ = me.results.send(record);
+                let low = {
+                    let mut map = me.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+                    match map.get_mut(&id) {
+                        Some(e) => {
+                            e.in_flight -= 1;
+                            e.queued.len() < me.config.max_in_flight_per_endpoint
+                        }
+                        None => true,
+                    }
+                };
+                me.start_next(&id);
+                if low {
+                    // The queue runs low: claim more without waiting for the poll.
+                    me.wake.notify_one();
+                }
+            });
+        }
+    }
+
+    /// One attempt of a claimed delivery, and what to record.
+    async fn attempt(&self, claim: ClaimedDelivery, webhook: &WebhookRecord) -> AttemptRecord {
+        let started = self.clock.now_ms();
+        if claim.attempt_count == 0 {
+            self.metrics
+                .first_attempt_latency_seconds
+                .observe((started - claim.created_at).max(0) as f64 / 1000.0);
+        }
+        let Some(body) = claim.body.clone() else {
+            // Retention removed the event before it could be delivered.
+            let attempt = AttemptRow {
+                at: started,
+                http_status: None,
+                error: None,
+                duration_ms: 0,
+                response_body: String::new(),
+            };
+            return AttemptRecord {
+                claim,
+                attempt,
+                status: "expired",
+                next_attempt_at: None,
+                disable_webhook: false,
+            };
+        };
+        let previous = webhook
+            .previous_secret
+            .as_deref()
+            .filter(|_| webhook.previous_secret_until.is_some_and(|u| started < u));
+        let body = Bytes::from(body);
+        let headers = qss_delivery::signing::headers(
+            env!("CARGO_PKG_VERSION"),
+            &claim.delivery_id,
+            started / 1000,
+            &body,
+            &webhook.secret,
+            previous,
+        );
+        let result = attempt(
+            &self.client,
+            &webhook.url,
+            &headers,
+            body,
+            self.config.timeout,
+        )
+        .await;
+        let now = self.clock.now_ms();
+        let jitter = rand::random::<f64>() * 2.0 - 1.0;
+        let mut outcome = decide(
+            &result,
+            claim.attempt_count as u32 + 1,
+            &self.config.schedule,
+            now,
+            claim.created_at,
+            webhook.max_age_seconds.map(|s| s as u64),
+            jitter,
+        );
+        if !claim.auto_retry && matches!(outcome, Outcome::Retry { .. }) {
+            outcome = Outcome::Failed;
+        }
+        let (status, next_attempt_at) = match outcome {
+            Outcome::Succeeded => ("succeeded", None),
+            Outcome::Retry { at_ms } => ("pending", Some(at_ms)),
+            Outcome::Failed | Outcome::Disable => ("failed", None),
+            Outcome::Expired => ("expired", None),
+        };
+        self.metrics
+            .attempt_duration_seconds
+            .observe(result.duration_ms as f64 / 1000.0);
+        self.metrics
+            .deliveries
+            .get_or_create(&qss_api::metrics::OutcomeLabels {
+                outcome: status.to_string(),
+            })
+            .inc();
+        if outcome == Outcome::Disable {
+            tracing::info!(webhook = %claim.webhook_id, "endpoint answered 410 Gone: subscription disabled");
+        }
+        let attempt = AttemptRow {
+            at: started,
+            http_status: result.http_status,
+            error: result.error.map(|e| e.as_str().to_string()),
+            duration_ms: result.duration_ms as i64,
+            response_body: result.response_body,
+        };
+        AttemptRecord {
+            claim,
+            attempt,
+            status,
+            next_attempt_at,
+            disable_webhook: outcome == Outcome::Disable,
+        }
     }
 
     /// Runs the periodic handshake of every subscription whose re-validation is due.
@@ -158,162 +399,45 @@ impl Dispatcher {
             }
         }
     }
+}
 
-    /// Claims due deliveries of endpoints below their cap, and counts them in flight.
-    async fn claim(self: &Arc<Self>) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let cap = self.config.max_in_flight_per_endpoint;
-        let saturated: Vec<String> = {
-            let map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            map.iter()
-                .filter(|(_, n)| **n >= cap)
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
-        let (store, now, lease) = (
-            self.store.clone(),
-            self.clock.now_ms(),
-            self.config.lease_ms,
-        );
-        let claimed = tokio::task::spawn_blocking(move || {
-            store.claim_due(now, CLAIM_BATCH, lease, &saturated)
+/// Commits attempt results in batches until `stop`, then drains what is left.
+async fn record_loop(
+    store: Arc<SqliteStore>,
+    mut rx: mpsc::UnboundedReceiver<AttemptRecord>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, RECORD_BATCH) => if n == 0 { return },
+            _ = stop.cancelled() => {
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                if batch.is_empty() {
+                    return;
+                }
+            }
+        }
+        let records = std::mem::take(&mut batch);
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || {
+            s.record_attempts(&records).map(|n| (n, records.len()))
         })
         .await
-        .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-        let mut keep = Vec::with_capacity(claimed.len());
-        let mut over = Vec::new();
         {
-            let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            for c in claimed {
-                let n = map.entry(c.webhook_id.clone()).or_default();
-                if *n < cap {
-                    *n += 1;
-                    keep.push(c);
-                } else {
-                    over.push(c);
-                }
+            Ok(Ok((n, total))) if n < total => {
+                tracing::warn!(
+                    lost = total - n,
+                    "leases lost before attempts were recorded"
+                );
             }
-        }
-        if !over.is_empty() {
-            // More than the cap came in one claim: hand the rest back at once.
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || {
-                for c in &over {
-                    let _ = store.release_claim(c);
-                }
-            });
-        }
-        Ok(keep)
-    }
-
-    async fn deliver(self: Arc<Self>, claim: ClaimedDelivery) {
-        if let Err(e) = self.try_deliver(&claim).await {
-            tracing::warn!(error = %e, delivery = %claim.delivery_id, "delivery attempt could not be recorded");
-        }
-        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&claim.webhook_id) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&claim.webhook_id);
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "recording delivery attempts failed; they will be retried after the lease")
             }
+            Err(e) => tracing::error!(error = %e, "recorder task failed"),
         }
-        drop(map);
-        // A slot is free: deliveries of this endpoint may be waiting.
-        self.wake.notify_one();
-    }
-
-    /// One attempt of one claimed delivery, and its record.
-    pub async fn try_deliver(&self, claim: &ClaimedDelivery) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        let c = claim.clone();
-        let (webhook, body) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((
-                store.get_webhook(&c.account_id, &c.webhook_id)?,
-                store.event_body(&c.account_id, &c.event_id)?,
-            ))
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(e.to_string()))??;
-        let (Some(webhook), Some(body)) = (webhook, body) else {
-            // Subscription deleted (its deliveries are cancelled) or event removed by retention.
-            return Ok(());
-        };
-        let started = self.clock.now_ms();
-        if claim.attempt_count == 0 {
-            self.metrics
-                .first_attempt_latency_seconds
-                .observe((started - claim.created_at).max(0) as f64 / 1000.0);
-        }
-        let previous = webhook
-            .previous_secret
-            .as_deref()
-            .filter(|_| webhook.previous_secret_until.is_some_and(|u| started < u));
-        let body = Bytes::from(body);
-        let headers = qss_delivery::signing::headers(
-            env!("CARGO_PKG_VERSION"),
-            &claim.delivery_id,
-            started / 1000,
-            &body,
-            &webhook.secret,
-            previous,
-        );
-        let result = attempt(
-            &self.client,
-            &webhook.url,
-            &headers,
-            body,
-            self.config.timeout,
-        )
-        .await;
-        let now = self.clock.now_ms();
-        let jitter = rand::random::<f64>() * 2.0 - 1.0;
-        let mut outcome = decide(
-            &result,
-            claim.attempt_count as u32 + 1,
-            &self.config.schedule,
-            now,
-            claim.created_at,
-            webhook.max_age_seconds.map(|s| s as u64),
-            jitter,
-        );
-        if !claim.auto_retry && matches!(outcome, Outcome::Retry { .. }) {
-            outcome = Outcome::Failed;
-        }
-        let (status, next) = match outcome {
-            Outcome::Succeeded => ("succeeded", None),
-            Outcome::Retry { at_ms } => ("pending", Some(at_ms)),
-            Outcome::Failed | Outcome::Disable => ("failed", None),
-            Outcome::Expired => ("expired", None),
-        };
-        let row = AttemptRow {
-            at: started,
-            http_status: result.http_status,
-            error: result.error.map(|e| e.as_str().to_string()),
-            duration_ms: result.duration_ms as i64,
-            response_body: result.response_body,
-        };
-        self.metrics
-            .attempt_duration_seconds
-            .observe(row.duration_ms as f64 / 1000.0);
-        self.metrics
-            .deliveries
-            .get_or_create(&qss_api::metrics::OutcomeLabels {
-                outcome: status.to_string(),
-            })
-            .inc();
-        let store = self.store.clone();
-        let c = claim.clone();
-        let disable = outcome == Outcome::Disable;
-        tokio::task::spawn_blocking(move || {
-            if !store.record_attempt(&c, &row, status, next)? {
-                tracing::warn!(delivery = %c.delivery_id, "lease lost before the attempt was recorded");
-            }
-            if disable {
-                store.disable_webhook(&c.account_id, &c.webhook_id)?;
-                tracing::info!(webhook = %c.webhook_id, "endpoint answered 410 Gone: subscription disabled");
-            }
-            Ok::<_, StoreError>(())
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?
     }
 }

@@ -182,6 +182,8 @@ pub struct ClaimedDelivery {
     pub auto_retry: bool,
     pub created_at: i64,
     pub lease_token: i64,
+    /// The event's stored body (`None` if retention removed it).
+    pub body: Option<String>,
 }
 
 /// One attempt's result, as stored.
@@ -208,4 +210,17 @@ pub struct DeliveryRecord {
     pub created_at: i64,
     pub in_flight: bool,
     pub last_attempt: Option<AttemptRow>,
+}
+
+/// An attempt to record with the delivery's next state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub claim: ClaimedDelivery,
+    pub attempt: AttemptRow,
+    /// The delivery's new status: `pending` (with `next_attempt_at`), `succeeded`, `failed`,
+    /// `expired`.
+    pub status: &'static str,
+    pub next_attempt_at: Option<i64>,
+    /// The endpoint answered 410: disable the subscription and cancel its deliveries.
+    pub disable_webhook: bool,
 }

@@ -135,7 +135,7 @@ const MIGRATIONS: &[&str] = &[
         last_duration_ms INTEGER,
         PRIMARY KEY (account_id, delivery_id)
     );
-    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
     CREATE INDEX deliveries_by_webhook ON deliveries (account_id, webhook_id, created_at, delivery_id);
     CREATE INDEX deliveries_by_event ON deliveries (account_id, event_id);
     CREATE UNIQUE INDEX events_by_id ON events (account_id, id);

@@ -8,7 +8,9 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use crate::{AttemptRow, ClaimedDelivery, DeliveryRecord, StoreError, WebhookRecord};
+use crate::{
+    AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryRecord, StoreError, WebhookRecord,
+};
 
 /// Most subscriptions per account (SPEC 7.1).
 pub const MAX_WEBHOOKS: i64 = 20;
@@ -194,32 +196,44 @@ impl SqliteStore {
         })
     }
 
-    /// Claims up to `limit` due deliveries of active subscriptions, skipping the webhooks in
-    /// `saturated` (at their in-flight cap), under a lease until `now + lease_ms`.
+    /// Active subscriptions with at least one due, unleased delivery.
+    pub fn webhooks_with_due_work(&self, now: i64) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.status = 'active' AND EXISTS (
+                   SELECT 1 FROM deliveries d
+                   WHERE d.webhook_id = w.webhook_id AND d.status = 'pending' AND d.next_attempt_at <= ?1
+                     AND (d.lease_until IS NULL OR d.lease_until < ?1))"
+            ))?;
+            let rows = st.query_map([now], webhook_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Claims up to `limit` due deliveries of one subscription, oldest due first, under a
+    /// lease until `now + lease_ms`, with their events' bodies.
     pub fn claim_due(
         &self,
+        account_id: &str,
+        webhook_id: &str,
         now: i64,
         limit: usize,
         lease_ms: i64,
-        saturated: &[String],
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let skip = serde_json::to_string(saturated).expect("strings serialize");
         self.write(|c| {
-            let mut st = c.prepare_cached(
-                "UPDATE deliveries SET lease_until = ?1 + ?3, lease_token = COALESCE(lease_token, 0) + 1
-                 WHERE rowid IN (
-                   SELECT d.rowid FROM deliveries d
-                   JOIN webhooks w ON w.account_id = d.account_id AND w.webhook_id = d.webhook_id
-                   WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-                     AND (d.lease_until IS NULL OR d.lease_until < ?1)
-                     AND w.status = 'active'
-                     AND d.webhook_id NOT IN (SELECT value FROM json_each(?4))
-                   ORDER BY d.next_attempt_at LIMIT ?2)
-                 RETURNING account_id, delivery_id, webhook_id, event_id, attempt_count, auto_retry,
-                           created_at, lease_token",
-            )?;
-            let rows = st
-                .query_map(params![now, limit as i64, lease_ms, skip], |r| {
+            let tx = c.transaction()?;
+            let mut claimed = {
+                let mut st = tx.prepare_cached(
+                    "UPDATE deliveries SET lease_until = ?3 + ?5, lease_token = COALESCE(lease_token, 0) + 1
+                     WHERE rowid IN (
+                       SELECT rowid FROM deliveries
+                       WHERE webhook_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3
+                         AND (lease_until IS NULL OR lease_until < ?3) AND account_id = ?1
+                       ORDER BY next_attempt_at LIMIT ?4)
+                     RETURNING account_id, delivery_id, webhook_id, event_id, attempt_count, auto_retry,
+                               created_at, lease_token",
+                )?;
+                st.query_map(params![account_id, webhook_id, now, limit as i64, lease_ms], |r| {
                     Ok(ClaimedDelivery {
                         account_id: r.get(0)?,
                         delivery_id: r.get(1)?,
@@ -229,38 +243,40 @@ impl SqliteStore {
                         auto_retry: r.get(5)?,
                         created_at: r.get(6)?,
                         lease_token: r.get(7)?,
+                        body: None,
                     })
                 })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+                .collect::<Result<Vec<_>, _>>()?
+            };
+            {
+                let mut st = tx.prepare_cached("SELECT body FROM events WHERE account_id = ?1 AND id = ?2")?;
+                for d in &mut claimed {
+                    d.body = st.query_row(params![d.account_id, d.event_id], |r| r.get(0)).optional()?;
+                }
+            }
+            tx.commit()?;
+            claimed.sort_by_key(|d| d.created_at);
+            Ok(claimed)
         })
     }
 
-    /// Gives a claim back untouched (it was over the endpoint's in-flight cap).
-    pub fn release_claim(&self, claim: &ClaimedDelivery) -> Result<(), StoreError> {
-        self.write(|c| {
-            c.prepare_cached(
-                "UPDATE deliveries SET lease_until = NULL
-                 WHERE account_id = ?1 AND delivery_id = ?2 AND lease_token = ?3",
-            )?
-            .execute(params![
-                claim.account_id,
-                claim.delivery_id,
-                claim.lease_token
-            ])?;
-            Ok(())
-        })
-    }
-
-    /// Disables a subscription (its endpoint answered 410) and cancels its pending deliveries.
-    pub fn disable_webhook(&self, account_id: &str, webhook_id: &str) -> Result<(), StoreError> {
+    /// Gives claims back untouched (shutdown: nobody will attempt them).
+    pub fn release_claims(&self, claims: &[ClaimedDelivery]) -> Result<(), StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE webhooks SET status = 'disabled' WHERE account_id = ?1 AND webhook_id = ?2",
-                params![account_id, webhook_id],
-            )?;
-            cancel_pending(&tx, account_id, webhook_id)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE deliveries SET lease_until = NULL
+                     WHERE account_id = ?1 AND delivery_id = ?2 AND lease_token = ?3",
+                )?;
+                for claim in claims {
+                    st.execute(params![
+                        claim.account_id,
+                        claim.delivery_id,
+                        claim.lease_token
+                    ])?;
+                }
+            }
             tx.commit()?;
             Ok(())
         })
@@ -284,52 +300,63 @@ impl SqliteStore {
         })
     }
 
-    /// Records an attempt and the delivery's next state, if the lease is still ours.
-    /// `status` is the new status; `next_attempt_at` is set for `pending`.
-    pub fn record_attempt(
-        &self,
-        claim: &ClaimedDelivery,
-        attempt: &AttemptRow,
-        status: &str,
-        next_attempt_at: Option<i64>,
-    ) -> Result<bool, StoreError> {
+    /// Records attempts and their deliveries' next states in one transaction, each only if
+    /// its lease is still held (a lost lease means another worker owns the delivery now).
+    /// Subscriptions whose endpoint answered 410 are disabled in the same transaction.
+    /// Returns how many were recorded.
+    pub fn record_attempts(&self, results: &[AttemptRecord]) -> Result<usize, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
-            let n = tx.prepare_cached(
-                "UPDATE deliveries SET attempt_count = attempt_count + 1, status = ?4, next_attempt_at = ?5,
-                   lease_until = NULL, last_attempt_at = ?6, last_http_status = ?7, last_error = ?8,
-                   last_duration_ms = ?9
-                 WHERE account_id = ?1 AND delivery_id = ?2 AND lease_token = ?3",
-            )?
-            .execute(params![
-                claim.account_id,
-                claim.delivery_id,
-                claim.lease_token,
-                status,
-                next_attempt_at,
-                attempt.at,
-                attempt.http_status,
-                attempt.error,
-                attempt.duration_ms
-            ])?;
-            if n == 1 {
-                tx.prepare_cached(
+            let mut recorded = 0;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE deliveries SET attempt_count = attempt_count + 1, status = ?4, next_attempt_at = ?5,
+                       lease_until = NULL, last_attempt_at = ?6, last_http_status = ?7, last_error = ?8,
+                       last_duration_ms = ?9
+                     WHERE account_id = ?1 AND delivery_id = ?2 AND lease_token = ?3",
+                )?;
+                let mut insert = tx.prepare_cached(
                     "INSERT INTO attempts (account_id, delivery_id, n, at, http_status, error, duration_ms, response_body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    claim.account_id,
-                    claim.delivery_id,
-                    claim.attempt_count + 1,
-                    attempt.at,
-                    attempt.http_status,
-                    attempt.error,
-                    attempt.duration_ms,
-                    attempt.response_body
-                ])?;
+                )?;
+                for r in results {
+                    let (claim, attempt) = (&r.claim, &r.attempt);
+                    let n = update.execute(params![
+                        claim.account_id,
+                        claim.delivery_id,
+                        claim.lease_token,
+                        r.status,
+                        r.next_attempt_at,
+                        attempt.at,
+                        attempt.http_status,
+                        attempt.error,
+                        attempt.duration_ms
+                    ])?;
+                    if n == 0 {
+                        continue;
+                    }
+                    recorded += 1;
+                    insert.execute(params![
+                        claim.account_id,
+                        claim.delivery_id,
+                        claim.attempt_count + 1,
+                        attempt.at,
+                        attempt.http_status,
+                        attempt.error,
+                        attempt.duration_ms,
+                        attempt.response_body
+                    ])?;
+                }
+            }
+            for r in results.iter().filter(|r| r.disable_webhook) {
+                tx.execute(
+                    "UPDATE webhooks SET status = 'disabled' WHERE account_id = ?1 AND webhook_id = ?2",
+                    params![r.claim.account_id, r.claim.webhook_id],
+                )?;
+                cancel_pending(&tx, &r.claim.account_id, &r.claim.webhook_id)?;
             }
             tx.commit()?;
-            Ok(n == 1)
+            Ok(recorded)
         })
     }
 

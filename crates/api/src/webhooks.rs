@@ -246,6 +246,18 @@ pub async fn handshake(
     .await
 }
 
+/// Refuses a URL whose host resolves to an address that is not globally reachable (SPEC 7.4:
+/// checked at creation and on a URL change, and again on every connection).
+async fn check_resolved_host(state: &AppState, url: &str) -> Result<(), ApiError> {
+    let parsed = qss_delivery::check_url(url, state.config.webhook_allow_private_networks)
+        .map_err(|e| ApiError::invalid("url", e.to_string()))?;
+    state
+        .webhook_client
+        .check_resolved_host(&parsed)
+        .await
+        .map_err(|e| ApiError::invalid("url", e.to_string()))
+}
+
 fn revalidate_at(state: &AppState, now: i64) -> i64 {
     now + state.config.webhook_revalidate_hours as i64 * 3_600_000
 }
@@ -266,6 +278,7 @@ pub async fn create_webhook(
     let v = crate::body::read_json(&headers, body, BODY_LIMIT, false).await?;
     let f = parse_fields(&v, state.config.webhook_allow_private_networks, true)?;
     let (url, events) = (f.url.expect("validated"), f.events.expect("validated"));
+    check_resolved_host(&state, &url).await?;
     let store = state.store.clone();
     let aid = account_id.clone();
     if blocking(move || store.list_webhooks(&aid)).await?.len() as i64 >= MAX_WEBHOOKS {
@@ -368,6 +381,9 @@ pub async fn patch_webhook(
     let now = state.clock.now_ms();
     let url_changed = f.url.as_ref().is_some_and(|u| *u != w.url);
     let activating = f.status.as_deref() == Some("active") && w.status != "active";
+    if url_changed {
+        check_resolved_host(&state, f.url.as_deref().unwrap_or_default()).await?;
+    }
     if let Some(url) = f.url {
         w.url = url;
     }

@@ -231,8 +231,9 @@ impl Dispatcher {
             let me = self.clone();
             tasks.spawn(async move {
                 let id = claim.webhook_id.clone();
-                let record = me.attempt(claim, &webhook).await;
-                let _ = me.results.send(record);
+                if let Some(record) = me.attempt(claim, &webhook).await {
+                    let _ = me.results.send(record);
+                }
                 let low = {
                     let mut map = me.endpoints.lock().unwrap_or_else(|p| p.into_inner());
                     match map.get_mut(&id) {
@@ -252,8 +253,30 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt of a claimed delivery, and what to record.
-    async fn attempt(&self, claim: ClaimedDelivery, webhook: &WebhookRecord) -> AttemptRecord {
+    /// One attempt of a claimed delivery, and what to record; `None` when the subscription
+    /// is no longer active (deleted, paused, disabled), and nothing was sent.
+    async fn attempt(
+        &self,
+        claim: ClaimedDelivery,
+        cached: &WebhookRecord,
+    ) -> Option<AttemptRecord> {
+        // The subscription may have changed since the claim (deleted, paused, disabled by a
+        // 410, secret rotated): read it again, by primary key, before sending anything.
+        let store = self.store.clone();
+        let (account, id) = (claim.account_id.clone(), claim.webhook_id.clone());
+        let fresh = tokio::task::spawn_blocking(move || store.get_webhook(&account, &id)).await;
+        let webhook = match fresh {
+            Ok(Ok(Some(w))) if w.status == "active" => w,
+            Ok(Ok(_)) => {
+                // Paused: hand the claim back so it waits for reactivation; deleted or
+                // disabled: its deliveries are cancelled already.
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.release_claims(&[claim])).await;
+                return None;
+            }
+            _ => cached.clone(),
+        };
+        let webhook = &webhook;
         let started = self.clock.now_ms();
         if claim.attempt_count == 0 {
             self.metrics
@@ -269,13 +292,13 @@ impl Dispatcher {
                 duration_ms: 0,
                 response_body: String::new(),
             };
-            return AttemptRecord {
+            return Some(AttemptRecord {
                 claim,
                 attempt,
                 status: "expired",
                 next_attempt_at: None,
                 disable_webhook: false,
-            };
+            });
         };
         let previous = webhook
             .previous_secret
@@ -337,13 +360,13 @@ impl Dispatcher {
             duration_ms: result.duration_ms as i64,
             response_body: result.response_body,
         };
-        AttemptRecord {
+        Some(AttemptRecord {
             claim,
             attempt,
             status,
             next_attempt_at,
             disable_webhook: outcome == Outcome::Disable,
-        }
+        })
     }
 
     /// Runs the periodic handshake of every subscription whose re-validation is due.

@@ -222,6 +222,16 @@ impl SqliteStore {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
+            // Deliveries past the subscription's max_age_seconds expire instead of being
+            // attempted (a manual retry, `auto_retry = 0`, is exempt).
+            tx.prepare_cached(
+                "UPDATE deliveries SET status = 'expired', next_attempt_at = NULL
+                 WHERE account_id = ?1 AND webhook_id = ?2 AND status = 'pending' AND auto_retry = 1
+                   AND next_attempt_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3)
+                   AND created_at + 1000 * (SELECT max_age_seconds FROM webhooks
+                                            WHERE account_id = ?1 AND webhook_id = ?2) < ?3",
+            )?
+            .execute(params![account_id, webhook_id, now])?;
             let mut claimed = {
                 let mut st = tx.prepare_cached(
                     "UPDATE deliveries SET lease_until = ?3 + ?5, lease_token = COALESCE(lease_token, 0) + 1
@@ -313,7 +323,7 @@ impl SqliteStore {
                     "UPDATE deliveries SET attempt_count = attempt_count + 1, status = ?4, next_attempt_at = ?5,
                        lease_until = NULL, last_attempt_at = ?6, last_http_status = ?7, last_error = ?8,
                        last_duration_ms = ?9
-                     WHERE account_id = ?1 AND delivery_id = ?2 AND lease_token = ?3",
+                     WHERE account_id = ?1 AND delivery_id = ?2 AND lease_token = ?3 AND status = 'pending'",
                 )?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO attempts (account_id, delivery_id, n, at, http_status, error, duration_ms, response_body)

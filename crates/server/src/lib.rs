@@ -159,7 +159,14 @@ pub async fn start(
     ));
     let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
 
-    let background = spawn_background(store.clone(), accounts, clock, metrics, shutdown.clone());
+    let background = spawn_background(
+        store.clone(),
+        accounts,
+        clock,
+        metrics,
+        config.webhook.delivery_log_days,
+        shutdown.clone(),
+    );
     let addr = listener.local_addr()?;
     let app = qss_api::router(state.clone());
     let shutting_down = state.shutting_down.clone();
@@ -206,6 +213,7 @@ fn spawn_background(
     accounts: Arc<Accounts>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    delivery_log_days: u32,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -232,7 +240,7 @@ fn spawn_background(
                 // Retention runs at start and then every ten minutes (a lowered value applies
                 // at the next pass, well within the hour the SPEC allows).
                 if n == 1 || n.is_multiple_of(600) {
-                    retention_pass(&store, now)?;
+                    retention_pass(&store, now, delivery_log_days)?;
                 }
                 Ok::<_, qss_store::StoreError>(())
             })
@@ -246,7 +254,11 @@ fn spawn_background(
 
 /// One retention pass: events and raw samples past each account's `retention_days`, and the
 /// data of deleted accounts, batch by batch.
-fn retention_pass(store: &SqliteStore, now: i64) -> Result<(), qss_store::StoreError> {
+fn retention_pass(
+    store: &SqliteStore,
+    now: i64,
+    delivery_log_days: u32,
+) -> Result<(), qss_store::StoreError> {
     let started = std::time::Instant::now();
     let mut cutoffs = std::collections::HashMap::new();
     let mut deleted = 0usize;
@@ -261,6 +273,10 @@ fn retention_pass(store: &SqliteStore, now: i64) -> Result<(), qss_store::StoreE
         while let n @ 1.. = store.purge_account_batch(&account_id)? {
             deleted += n;
         }
+    }
+    let log_cutoff = now - i64::from(delivery_log_days) * 86_400_000;
+    while let n @ 1.. = store.delete_old_deliveries(log_cutoff)? {
+        deleted += n;
     }
     let boundary = now - qss_engine::aggregator::CLOSED_MEMORY_MS;
     while let n @ 1.. = store.delete_finished_instances(boundary)? {

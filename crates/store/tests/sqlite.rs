@@ -109,3 +109,75 @@ fn retention_removes_old_events_and_samples_but_keeps_what_replay_needs() {
         51
     );
 }
+
+#[test]
+fn retention_keeps_an_event_with_a_pending_delivery_and_then_trims_the_delivery_log() {
+    use qss_store::{AttemptRecord, AttemptRow, WebhookRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_exclusive(&dir.path().join("q.db")).unwrap();
+    let webhook = WebhookRecord {
+        account_id: "a".into(),
+        webhook_id: "wh_1".into(),
+        url: "https://example.invalid/hook".into(),
+        events: vec!["qss.phone_call_qos".into()],
+        secret: "s".repeat(20),
+        previous_secret: None,
+        previous_secret_until: None,
+        status: "active".into(),
+        description: None,
+        max_age_seconds: None,
+        created_at: 0,
+        validated_at: Some(0),
+        next_validation_at: None,
+        validation_failures: 0,
+    };
+    assert!(store.insert_webhook(&webhook).unwrap());
+    // The event's commit creates its delivery in the same transaction.
+    store
+        .commit(&WriteBatch {
+            events: vec![event("a", 1000, "k")],
+            ..Default::default()
+        })
+        .unwrap();
+
+    assert_eq!(
+        store.delete_old_events("a", 10_000).unwrap(),
+        0,
+        "pending delivery keeps the event"
+    );
+
+    let claimed = store.claim_due("a", "wh_1", 2000, 10, 30_000).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].body.as_deref(), Some("{}"));
+    let attempt = AttemptRow {
+        at: 2000,
+        http_status: Some(200),
+        error: None,
+        duration_ms: 1,
+        response_body: String::new(),
+    };
+    let record = AttemptRecord {
+        claim: claimed[0].clone(),
+        attempt,
+        status: "succeeded",
+        next_attempt_at: None,
+        disable_webhook: false,
+    };
+    assert_eq!(
+        store
+            .record_attempts(std::slice::from_ref(&record))
+            .unwrap(),
+        1
+    );
+    // A finished delivery is never overwritten, even under the lease that claimed it.
+    assert_eq!(store.record_attempts(&[record]).unwrap(), 0);
+
+    assert_eq!(store.delete_old_events("a", 10_000).unwrap(), 1);
+    assert_eq!(store.delete_old_deliveries(10_000).unwrap(), 1);
+    assert!(
+        store
+            .get_delivery("a", "wh_1", &claimed[0].delivery_id, 3000)
+            .unwrap()
+            .is_none()
+    );
+}

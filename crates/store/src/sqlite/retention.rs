@@ -12,12 +12,15 @@ use crate::StoreError;
 pub const RETENTION_BATCH: usize = 5000;
 
 impl SqliteStore {
-    /// Deletes up to one batch of an account's events older than `before`; returns how many.
+    /// Deletes up to one batch of an account's events older than `before`, except those with a
+    /// pending delivery; returns how many.
     pub fn delete_old_events(&self, account_id: &str, before: i64) -> Result<usize, StoreError> {
         self.write(|c| {
             Ok(c.execute(
                 "DELETE FROM events WHERE seq IN (
-                   SELECT seq FROM events WHERE account_id = ?1 AND event_ts < ?2
+                   SELECT seq FROM events e WHERE account_id = ?1 AND event_ts < ?2
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.account_id = e.account_id
+                                     AND d.event_id = e.id AND d.status = 'pending')
                    ORDER BY event_ts LIMIT ?3)",
                 params![account_id, before, RETENTION_BATCH as i64],
             )?)
@@ -33,6 +36,38 @@ impl SqliteStore {
                    SELECT rowid FROM instances WHERE status = 'closed' AND end_ts < ?1 LIMIT ?2)",
                 params![before, RETENTION_BATCH as i64],
             )?)
+        })
+    }
+
+    /// Deletes up to one batch of finished deliveries created before `before`, with their
+    /// attempts (the delivery log's retention, `webhook.delivery_log_days`).
+    pub fn delete_old_deliveries(&self, before: i64) -> Result<usize, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let ids: Vec<(String, String)> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT account_id, delivery_id FROM deliveries
+                     WHERE created_at < ?1 AND status <> 'pending' LIMIT ?2",
+                )?;
+                st.query_map(params![before, RETENTION_BATCH as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            {
+                let mut del_attempts = tx.prepare_cached(
+                    "DELETE FROM attempts WHERE account_id = ?1 AND delivery_id = ?2",
+                )?;
+                let mut del = tx.prepare_cached(
+                    "DELETE FROM deliveries WHERE account_id = ?1 AND delivery_id = ?2",
+                )?;
+                for (a, d) in &ids {
+                    del_attempts.execute(params![a, d])?;
+                    del.execute(params![a, d])?;
+                }
+            }
+            tx.commit()?;
+            Ok(ids.len())
         })
     }
 

@@ -4,9 +4,10 @@
 //! the loopback receiver) with one subscription to a keep-alive receiver on 127.0.0.1 that
 //! answers 204 at once. Events are committed straight through the store in batches (each
 //! commit creates the deliveries in the same transaction, like the aggregation thread does)
-//! at an offered rate of `QSS_BENCH_RATE` events/s (default 12,000) for `QSS_BENCH_SECONDS`
-//! (default 5). Reports deliveries/s and emission-to-first-attempt latency (commit time in
-//! the event to arrival at the receiver) p50/p99/max.
+//! at an offered rate of `QSS_BENCH_RATE` deliveries/s (default 12,000) for
+//! `QSS_BENCH_SECONDS` (default 5), spread over `QSS_BENCH_ENDPOINTS` subscriptions (default 1;
+//! each event goes to every one of them). Reports deliveries/s and emission-to-first-attempt
+//! latency (commit time in the event to arrival at the receiver) p50/p99/max.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,19 +41,20 @@ fn env_num(name: &str, default: u64) -> u64 {
 fn main() -> anyhow::Result<()> {
     let rate = env_num("QSS_BENCH_RATE", 12_000);
     let seconds = env_num("QSS_BENCH_SECONDS", 5);
+    let endpoints = env_num("QSS_BENCH_ENDPOINTS", 1);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(rate, seconds))
+        .block_on(run(rate, seconds, endpoints))
 }
 
-async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
+async fn run(rate: u64, seconds: u64, endpoints: u64) -> anyhow::Result<()> {
     // The receiver: records arrival latency from the event's event_ts.
     let latencies: Arc<Mutex<Vec<i64>>> = Arc::default();
     let l = latencies.clone();
     let receiver = axum::Router::new().route(
-        "/hook",
-        post(move |body: Bytes| {
+        "/hook/{n}",
+        post(move |_n: axum::extract::Path<u64>, body: Bytes| {
             let l = l.clone();
             async move {
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -75,7 +77,7 @@ async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
         }),
     );
     let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hook", rl.local_addr()?);
+    let receiver_addr = rl.local_addr()?;
     tokio::spawn(async move { axum::serve(rl, receiver).await });
 
     let dir = tempfile::tempdir()?;
@@ -123,19 +125,23 @@ async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let r = http
-        .post(format!("{base}/v2/accounts/{account}/qss/webhooks"))
-        .bearer_auth(tok["access_token"].as_str().unwrap_or(""))
-        .json(&json!({"url": url, "events": ["qss.phone_call_qos"], "secret_token": SECRET}))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "subscribing: {}", r.text().await?);
+    for n in 0..endpoints {
+        let url = format!("http://{receiver_addr}/hook/{n}");
+        let r = http
+            .post(format!("{base}/v2/accounts/{account}/qss/webhooks"))
+            .bearer_auth(tok["access_token"].as_str().unwrap_or(""))
+            .json(&json!({"url": url, "events": ["qss.phone_call_qos"], "secret_token": SECRET}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "subscribing: {}", r.text().await?);
+    }
 
     let store = server.state.store.clone();
     let wake = server.state.delivery_wake.clone();
-    let total = (rate * seconds) as usize;
-    let batches = total.div_ceil(BATCH);
-    let interval = Duration::from_secs_f64(BATCH as f64 / rate as f64);
+    let events_total = (rate * seconds / endpoints) as usize;
+    let total = events_total * endpoints as usize;
+    let batches = events_total.div_ceil(BATCH);
+    let interval = Duration::from_secs_f64(BATCH as f64 * endpoints as f64 / rate as f64);
     let started = Instant::now();
     for b in 0..batches {
         let ts = now_ms();
@@ -188,7 +194,7 @@ async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
     };
     println!("| measure | value |\n|---|---|");
     println!(
-        "| offered | {total} events at {rate}/s over {:.1} s |",
+        "| offered | {total} deliveries ({events_total} events x {endpoints} subscriptions) at {rate}/s over {:.1} s |",
         offered_for.as_secs_f64()
     );
     println!(

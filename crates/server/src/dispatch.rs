@@ -35,7 +35,7 @@ const RECORD_BATCH: usize = 1024;
 /// normal period; the sixth failure in a row disables the subscription (SPEC 7.2).
 const REVALIDATION_RETRIES_MS: [i64; 3] = [5 * 60_000, 20 * 60_000, 60 * 60_000];
 const REVALIDATION_FAILURES_TO_DISABLE: i64 = 6;
-const REVALIDATION_CHECK: Duration = Duration::from_secs(30);
+const REVALIDATION_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {

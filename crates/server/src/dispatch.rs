@@ -47,12 +47,12 @@ pub struct DispatchConfig {
     pub revalidate_ms: i64,
 }
 
-/// One subscription's claimed deliveries and attempts in flight.
+/// One endpoint's (URL's) claimed deliveries and attempts in flight. Several subscriptions
+/// on the same URL share it, and with it the in-flight cap (SPEC 7.4: "each endpoint").
 #[derive(Default)]
 struct Endpoint {
-    webhook: Option<Arc<WebhookRecord>>,
-    /// Claimed, not started yet, with the time they were claimed.
-    queued: VecDeque<(ClaimedDelivery, i64)>,
+    /// Claimed, not started yet: the claim, its subscription as claimed, when claimed.
+    queued: VecDeque<(ClaimedDelivery, Arc<WebhookRecord>, i64)>,
     in_flight: usize,
 }
 
@@ -63,7 +63,7 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     config: DispatchConfig,
     wake: Arc<Notify>,
-    /// Per webhook id. The loop claims into it; attempt tasks take from it and free slots.
+    /// Per endpoint URL. The loop claims into it; attempt tasks take from it and free slots.
     endpoints: Mutex<HashMap<String, Endpoint>>,
     /// Every attempt started (the recorder and shutdown wait on them).
     tasks: Mutex<JoinSet<()>>,
@@ -130,7 +130,7 @@ impl Dispatcher {
         let queued: Vec<ClaimedDelivery> = {
             let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
             map.values_mut()
-                .flat_map(|e| e.queued.drain(..).map(|(c, _)| c))
+                .flat_map(|e| e.queued.drain(..).map(|(c, _, _)| c))
                 .collect()
         };
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
@@ -159,7 +159,7 @@ impl Dispatcher {
         for webhook in due {
             let room = {
                 let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-                let e = map.get(&webhook.webhook_id);
+                let e = map.get(&webhook.url);
                 let held = e.map_or(0, |e| e.queued.len() + e.in_flight);
                 (PREFETCH + self.config.max_in_flight_per_endpoint).saturating_sub(held)
             };
@@ -178,9 +178,10 @@ impl Dispatcher {
             .await
             .map_err(|e| StoreError::Corrupt(e.to_string()))??;
             let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-            let e = map.entry(webhook.webhook_id.clone()).or_default();
-            e.webhook = Some(Arc::new(webhook));
-            e.queued.extend(claimed.into_iter().map(|c| (c, now)));
+            let webhook = Arc::new(webhook);
+            let e = map.entry(webhook.url.clone()).or_default();
+            e.queued
+                .extend(claimed.into_iter().map(|c| (c, webhook.clone(), now)));
         }
         Ok(())
     }
@@ -200,43 +201,40 @@ impl Dispatcher {
     }
 
     /// Starts queued attempts of one endpoint up to its cap.
-    fn start_next(self: &Arc<Self>, webhook_id: &str) {
+    fn start_next(self: &Arc<Self>, url: &str) {
         let now = self.clock.now_ms();
         let mut starts = Vec::new();
         {
             let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(e) = map.get_mut(webhook_id) else {
+            let Some(e) = map.get_mut(url) else {
                 return;
             };
             while e.in_flight < self.config.max_in_flight_per_endpoint {
-                let Some((claim, claimed_at)) = e.queued.pop_front() else {
+                let Some((claim, webhook, claimed_at)) = e.queued.pop_front() else {
                     break;
                 };
                 // Too close to the end of its lease: let it expire and be claimed afresh.
                 if now - claimed_at > self.config.lease_ms / 2 {
                     continue;
                 }
-                let Some(webhook) = e.webhook.clone() else {
-                    break;
-                };
                 e.in_flight += 1;
                 starts.push((claim, webhook));
             }
             if e.queued.is_empty() && e.in_flight == 0 {
-                map.remove(webhook_id);
+                map.remove(url);
             }
         }
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for (claim, webhook) in starts {
             let me = self.clone();
+            let url = url.to_string();
             tasks.spawn(async move {
-                let id = claim.webhook_id.clone();
                 if let Some(record) = me.attempt(claim, &webhook).await {
                     let _ = me.results.send(record);
                 }
                 let low = {
                     let mut map = me.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-                    match map.get_mut(&id) {
+                    match map.get_mut(&url) {
                         Some(e) => {
                             e.in_flight -= 1;
                             e.queued.len() < me.config.max_in_flight_per_endpoint
@@ -244,7 +242,7 @@ impl Dispatcher {
                         None => true,
                     }
                 };
-                me.start_next(&id);
+                me.start_next(&url);
                 if low {
                     // The queue runs low: claim more without waiting for the poll.
                     me.wake.notify_one();

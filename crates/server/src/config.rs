@@ -147,6 +147,16 @@ impl Config {
         if self.ingest.max_samples == 0 || self.ingest.max_body_bytes == 0 {
             bail!("ingest limits must be positive");
         }
+        // An attempt starts at most half a lease after its claim and lasts at most the
+        // timeout, so a lease longer than twice the timeout is never outlived by an attempt:
+        // no delivery is ever in flight twice.
+        if self.webhook.lease_seconds * 1000 <= 2 * self.webhook.timeout_ms {
+            bail!(
+                "webhook.lease_seconds ({}) must be more than twice webhook.timeout_ms ({} ms)",
+                self.webhook.lease_seconds,
+                self.webhook.timeout_ms
+            );
+        }
         Ok(())
     }
 
@@ -263,6 +273,13 @@ mod tests {
         assert_eq!(c.auth.token_ttl_seconds, 5);
         assert_eq!(c.webhook.retry_schedule_seconds, vec![1, 2]);
         assert_eq!(c.database, "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn a_lease_not_longer_than_twice_the_timeout_is_refused() {
+        let env = vec![("QSS_WEBHOOK_LEASE_SECONDS".to_string(), "6".to_string())];
+        let err = Config::load(None, env, &Vec::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("more than twice"), "{err:#}");
     }
 
     #[test]

@@ -432,6 +432,10 @@ pub async fn delete_account(
     }
     state.accounts.remove(&account_id);
     crate::auth::forget_all(&state);
+    // Its subscriptions are disabled: queued deliveries must see it.
+    state
+        .webhooks_version
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -63,6 +63,9 @@ pub struct AppState {
     pub webhook_client: qss_delivery::client::DeliveryClient,
     /// Wakes the delivery workers when deliveries become due through the API.
     pub delivery_wake: Arc<tokio::sync::Notify>,
+    /// Bumped on every change to a subscription, so the dispatcher knows when the records it
+    /// holds are stale.
+    pub webhooks_version: Arc<std::sync::atomic::AtomicU64>,
     /// Set when shutdown begins: `/readyz` answers 503.
     pub shutting_down: Arc<AtomicBool>,
 }

@@ -258,6 +258,13 @@ async fn check_resolved_host(state: &AppState, url: &str) -> Result<(), ApiError
         .map_err(|e| ApiError::invalid("url", e.to_string()))
 }
 
+/// Tells the dispatcher that a subscription changed (its cached copies are stale).
+fn changed(state: &AppState) {
+    state
+        .webhooks_version
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
 fn revalidate_at(state: &AppState, now: i64) -> i64 {
     now + state.config.webhook_revalidate_hours as i64 * 3_600_000
 }
@@ -417,6 +424,7 @@ pub async fn patch_webhook(
             "Webhook {webhook_id} does not exist."
         )));
     }
+    changed(&state);
     state.delivery_wake.notify_one();
     Ok(Json(WebhookOut::from(&w)))
 }
@@ -439,6 +447,7 @@ pub async fn delete_webhook(
             "Webhook {webhook_id} does not exist."
         )));
     }
+    changed(&state);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -467,6 +476,7 @@ pub async fn validate_webhook(
     let store = state.store.clone();
     let r = w.clone();
     blocking(move || store.update_webhook(&r)).await?;
+    changed(&state);
     state.delivery_wake.notify_one();
     Ok(Json(WebhookOut::from(&w)))
 }
@@ -505,6 +515,7 @@ pub async fn rotate_secret(
     w.previous_secret_until = Some(now + ROTATION_OVERLAP_MS);
     let store = state.store.clone();
     blocking(move || store.update_webhook(&w)).await?;
+    changed(&state);
     Ok(Json(SecretOut {
         secret_token: secret,
     }))

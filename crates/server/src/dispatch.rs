@@ -10,6 +10,7 @@
 //! aggregation thread and the API); retries come due on a short poll.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,10 +52,23 @@ pub struct DispatchConfig {
 /// on the same URL share it, and with it the in-flight cap (SPEC 7.4: "each endpoint").
 #[derive(Default)]
 struct Endpoint {
-    /// Claimed, not started yet: the claim, its subscription as claimed, when claimed.
-    queued: VecDeque<(ClaimedDelivery, Arc<WebhookRecord>, i64)>,
+    /// Claimed, not started yet.
+    queued: VecDeque<Queued>,
     in_flight: usize,
 }
+
+/// A claimed delivery waiting for a slot, with its subscription as read at the claim.
+struct Queued {
+    claim: ClaimedDelivery,
+    webhook: Arc<WebhookRecord>,
+    /// When the subscription was read (and the delivery claimed), and `webhooks_version` then.
+    read_at: i64,
+    version: u64,
+}
+
+/// A cached subscription record is trusted for this long when no change was signalled
+/// (changes by other processes, e.g. `qss admin` deleting an account, show within it).
+const WEBHOOK_CACHE_MS: i64 = 1000;
 
 pub struct Dispatcher {
     store: Arc<SqliteStore>,
@@ -63,6 +77,8 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     config: DispatchConfig,
     wake: Arc<Notify>,
+    /// Bumped by the API on every subscription change.
+    webhooks_version: Arc<AtomicU64>,
     /// Per endpoint URL. The loop claims into it; attempt tasks take from it and free slots.
     endpoints: Mutex<HashMap<String, Endpoint>>,
     /// Every attempt started (the recorder and shutdown wait on them).
@@ -79,6 +95,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         config: DispatchConfig,
         wake: Arc<Notify>,
+        webhooks_version: Arc<AtomicU64>,
     ) -> Self {
         let (results, rx) = mpsc::unbounded_channel();
         Dispatcher {
@@ -88,6 +105,7 @@ impl Dispatcher {
             metrics,
             config,
             wake,
+            webhooks_version,
             endpoints: Mutex::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
             results,
@@ -104,8 +122,15 @@ impl Dispatcher {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let recorder_stop = CancellationToken::new();
-        let recorder =
-            rx.map(|rx| tokio::spawn(record_loop(self.store.clone(), rx, recorder_stop.clone())));
+        let version = self.webhooks_version.clone();
+        let recorder = rx.map(|rx| {
+            tokio::spawn(record_loop(
+                self.store.clone(),
+                rx,
+                recorder_stop.clone(),
+                version,
+            ))
+        });
         let mut next_revalidation = tokio::time::Instant::now();
         let mut chores = JoinSet::new();
         loop {
@@ -130,7 +155,7 @@ impl Dispatcher {
         let queued: Vec<ClaimedDelivery> = {
             let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
             map.values_mut()
-                .flat_map(|e| e.queued.drain(..).map(|(c, _, _)| c))
+                .flat_map(|e| e.queued.drain(..).map(|q| q.claim))
                 .collect()
         };
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
@@ -179,9 +204,14 @@ impl Dispatcher {
             .map_err(|e| StoreError::Corrupt(e.to_string()))??;
             let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
             let webhook = Arc::new(webhook);
+            let version = self.webhooks_version.load(Ordering::SeqCst);
             let e = map.entry(webhook.url.clone()).or_default();
-            e.queued
-                .extend(claimed.into_iter().map(|c| (c, webhook.clone(), now)));
+            e.queued.extend(claimed.into_iter().map(|claim| Queued {
+                claim,
+                webhook: webhook.clone(),
+                read_at: now,
+                version,
+            }));
         }
         Ok(())
     }
@@ -210,26 +240,26 @@ impl Dispatcher {
                 return;
             };
             while e.in_flight < self.config.max_in_flight_per_endpoint {
-                let Some((claim, webhook, claimed_at)) = e.queued.pop_front() else {
+                let Some(q) = e.queued.pop_front() else {
                     break;
                 };
                 // Too close to the end of its lease: let it expire and be claimed afresh.
-                if now - claimed_at > self.config.lease_ms / 2 {
+                if now - q.read_at > self.config.lease_ms / 2 {
                     continue;
                 }
                 e.in_flight += 1;
-                starts.push((claim, webhook));
+                starts.push(q);
             }
             if e.queued.is_empty() && e.in_flight == 0 {
                 map.remove(url);
             }
         }
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        for (claim, webhook) in starts {
+        for q in starts {
             let me = self.clone();
             let url = url.to_string();
             tasks.spawn(async move {
-                if let Some(record) = me.attempt(claim, &webhook).await {
+                if let Some(record) = me.attempt(q).await {
                     let _ = me.results.send(record);
                 }
                 let low = {
@@ -253,26 +283,36 @@ impl Dispatcher {
 
     /// One attempt of a claimed delivery, and what to record; `None` when the subscription
     /// is no longer active (deleted, paused, disabled), and nothing was sent.
-    async fn attempt(
-        &self,
-        claim: ClaimedDelivery,
-        cached: &WebhookRecord,
-    ) -> Option<AttemptRecord> {
+    async fn attempt(&self, q: Queued) -> Option<AttemptRecord> {
+        let Queued {
+            claim,
+            webhook: cached,
+            read_at,
+            version,
+        } = q;
         // The subscription may have changed since the claim (deleted, paused, disabled by a
-        // 410, secret rotated): read it again, by primary key, before sending anything.
-        let store = self.store.clone();
-        let (account, id) = (claim.account_id.clone(), claim.webhook_id.clone());
-        let fresh = tokio::task::spawn_blocking(move || store.get_webhook(&account, &id)).await;
-        let webhook = match fresh {
-            Ok(Ok(Some(w))) if w.status == "active" => w,
-            Ok(Ok(_)) => {
-                // Paused: hand the claim back so it waits for reactivation; deleted or
-                // disabled: its deliveries are cancelled already.
-                let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.release_claims(&[claim])).await;
-                return None;
+        // 410, secret rotated): read it again, by primary key, before sending anything, when
+        // a change was signalled or the copy is older than a second.
+        let stale = self.webhooks_version.load(Ordering::SeqCst) != version
+            || self.clock.now_ms() - read_at > WEBHOOK_CACHE_MS;
+        let webhook = if stale {
+            let store = self.store.clone();
+            let (account, id) = (claim.account_id.clone(), claim.webhook_id.clone());
+            let fresh = tokio::task::spawn_blocking(move || store.get_webhook(&account, &id)).await;
+            match fresh {
+                Ok(Ok(Some(w))) if w.status == "active" => Arc::new(w),
+                Ok(Ok(_)) => {
+                    // Paused: hand the claim back so it waits for reactivation; deleted or
+                    // disabled: its deliveries are cancelled already.
+                    let store = self.store.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || store.release_claims(&[claim])).await;
+                    return None;
+                }
+                _ => cached,
             }
-            _ => cached.clone(),
+        } else {
+            cached
         };
         let webhook = &webhook;
         let started = self.clock.now_ms();
@@ -427,6 +467,7 @@ async fn record_loop(
     store: Arc<SqliteStore>,
     mut rx: mpsc::UnboundedReceiver<AttemptRecord>,
     stop: CancellationToken,
+    webhooks_version: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     loop {
@@ -442,6 +483,10 @@ async fn record_loop(
             }
         }
         let records = std::mem::take(&mut batch);
+        if records.iter().any(|r| r.disable_webhook) {
+            // Queued deliveries of a subscription disabled by a 410 must see it.
+            webhooks_version.fetch_add(1, Ordering::SeqCst);
+        }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || {
             s.record_attempts(&records).map(|n| (n, records.len()))

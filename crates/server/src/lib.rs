@@ -94,6 +94,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
 
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
+    let webhooks_version = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let webhook_client =
         qss_delivery::client::DeliveryClient::new(&qss_delivery::client::ClientConfig {
             timeout: Duration::from_millis(config.webhook.timeout_ms),
@@ -141,6 +142,7 @@ pub async fn start(
         metrics: metrics.clone(),
         webhook_client: webhook_client.clone(),
         delivery_wake: delivery_wake.clone(),
+        webhooks_version: webhooks_version.clone(),
         shutting_down: Arc::new(AtomicBool::new(false)),
     };
     let dispatcher = Arc::new(dispatch::Dispatcher::new(
@@ -156,6 +158,7 @@ pub async fn start(
             revalidate_ms: config.webhook.revalidate_hours as i64 * 3_600_000,
         },
         delivery_wake,
+        webhooks_version,
     ));
     let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
 

@@ -181,3 +181,83 @@ fn retention_keeps_an_event_with_a_pending_delivery_and_then_trims_the_delivery_
             .is_none()
     );
 }
+
+#[test]
+fn deleting_an_account_disables_its_webhooks_and_cancels_pending_deliveries() {
+    use qss_domain::{Plan, Settings};
+    use qss_store::{AccountRecord, NewAccount, WebhookRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_exclusive(&dir.path().join("q.db")).unwrap();
+    let account = AccountRecord {
+        account_id: "a".repeat(16),
+        name: "A".into(),
+        plan: Plan::Business,
+        qss_addon: true,
+        created_at: 0,
+        settings: Settings::default(),
+    };
+    store
+        .create_account(&NewAccount {
+            account: &account,
+            client_id: "c",
+            client_secret_hash: &[1; 32],
+            scopes: "qss:read",
+            key_id: "k",
+            key_secret_hash: &[2; 32],
+        })
+        .unwrap();
+    let webhook = WebhookRecord {
+        account_id: account.account_id.clone(),
+        webhook_id: "wh_1".into(),
+        url: "https://example.invalid/hook".into(),
+        events: vec!["qss.phone_call_qos".into()],
+        secret: "s".repeat(20),
+        previous_secret: None,
+        previous_secret_until: None,
+        status: "active".into(),
+        description: None,
+        max_age_seconds: None,
+        created_at: 0,
+        validated_at: Some(0),
+        next_validation_at: None,
+        validation_failures: 0,
+    };
+    store.insert_webhook(&webhook).unwrap();
+    store
+        .commit(&WriteBatch {
+            events: vec![event(&account.account_id, 1000, "k")],
+            ..Default::default()
+        })
+        .unwrap();
+
+    assert!(store.delete_account(&account.account_id, 2000).unwrap());
+    assert_eq!(
+        store
+            .get_webhook(&account.account_id, "wh_1")
+            .unwrap()
+            .unwrap()
+            .status,
+        "disabled"
+    );
+    assert!(
+        store
+            .claim_due(&account.account_id, "wh_1", 3000, 10, 30_000)
+            .unwrap()
+            .is_empty()
+    );
+    let log = store
+        .list_deliveries(
+            &account.account_id,
+            "wh_1",
+            None,
+            None,
+            0,
+            10_000,
+            None,
+            10,
+            3000,
+        )
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].status, "cancelled");
+}

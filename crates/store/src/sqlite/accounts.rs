@@ -140,8 +140,9 @@ impl SqliteStore {
         })
     }
 
-    /// Marks the account deleted and revokes its credentials, keys and tokens at once; its
-    /// data is purged later, in small batches. Returns false if it did not exist.
+    /// Marks the account deleted, revokes its credentials, keys and tokens, disables its
+    /// webhooks and cancels their pending deliveries, at once; its data is purged later, in
+    /// small batches. Returns false if it did not exist.
     pub fn delete_account(&self, account_id: &str, now: i64) -> Result<bool, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
@@ -158,6 +159,12 @@ impl SqliteStore {
                 params![account_id, now],
             )?;
             tx.execute("DELETE FROM tokens WHERE account_id = ?1", [account_id])?;
+            tx.execute("UPDATE webhooks SET status = 'disabled' WHERE account_id = ?1", [account_id])?;
+            tx.execute(
+                "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL
+                 WHERE account_id = ?1 AND status = 'pending'",
+                [account_id],
+            )?;
             tx.commit()?;
             Ok(n == 1)
         })

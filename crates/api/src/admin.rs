@@ -262,7 +262,8 @@ pub fn create_ingest_key_in(
     })
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a store call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

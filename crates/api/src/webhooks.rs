@@ -15,7 +15,7 @@ use qss_store::{AttemptRow, DeliveryRecord, MAX_WEBHOOKS, WebhookRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::admin::parse_page_size;
+use crate::admin::{blocking, parse_page_size};
 use crate::auth::{SCOPE_READ, SCOPE_WRITE, authorize};
 use crate::{ApiError, AppState};
 
@@ -150,18 +150,9 @@ fn parse_fields(
         None => errors.push("events", "is required"),
     }
     if creating {
-        match obj.get("secret_token") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s))
-                if (16..=256).contains(&s.len())
-                    && s.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
-            {
-                f.secret_token = Some(s.clone())
-            }
-            Some(_) => errors.push(
-                "secret_token",
-                "must be 16 to 256 printable ASCII characters",
-            ),
+        match parse_secret(obj.get("secret_token")) {
+            Ok(secret) => f.secret_token = secret,
+            Err(message) => errors.push("secret_token", message),
         }
     }
     match obj.get("description") {
@@ -193,13 +184,17 @@ fn parse_fields(
     errors.into_result(f)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, qss_store::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
+/// A given `secret_token` (SPEC 7.1): 16..256 printable ASCII characters; `None` when absent.
+fn parse_secret(v: Option<&Value>) -> Result<Option<String>, &'static str> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s))
+            if (16..=256).contains(&s.len()) && s.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err("must be 16 to 256 printable ASCII characters"),
+    }
 }
 
 async fn existing(
@@ -263,6 +258,17 @@ fn changed(state: &AppState) {
     state
         .webhooks_version
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Records a passed handshake: the next one is due a period later, failures are forgotten,
+/// and a subscription waiting for validation becomes active.
+fn mark_validated(state: &AppState, w: &mut WebhookRecord, now: i64) {
+    w.validated_at = Some(now);
+    w.next_validation_at = Some(revalidate_at(state, now));
+    w.validation_failures = 0;
+    if w.status == "pending_validation" {
+        w.status = "active".to_string();
+    }
 }
 
 fn revalidate_at(state: &AppState, now: i64) -> i64 {
@@ -398,10 +404,8 @@ pub async fn patch_webhook(
         handshake(&state, &w.url, &w.secret, &accepted_secrets(&w, now))
             .await
             .map_err(|reason| ApiError::invalid("url", reason))?;
-        w.validated_at = Some(now);
-        w.next_validation_at = Some(revalidate_at(&state, now));
-        w.validation_failures = 0;
-        if w.status == "pending_validation" || activating {
+        mark_validated(&state, &mut w, now);
+        if activating {
             w.status = "active".to_string();
         }
     }
@@ -467,12 +471,7 @@ pub async fn validate_webhook(
     handshake(&state, &w.url, &w.secret, &accepted_secrets(&w, now))
         .await
         .map_err(|reason| ApiError::invalid("url", reason))?;
-    w.validated_at = Some(now);
-    w.next_validation_at = Some(revalidate_at(&state, now));
-    w.validation_failures = 0;
-    if w.status == "pending_validation" {
-        w.status = "active".to_string();
-    }
+    mark_validated(&state, &mut w, now);
     let store = state.store.clone();
     let r = w.clone();
     blocking(move || store.update_webhook(&r)).await?;
@@ -495,20 +494,9 @@ pub async fn rotate_secret(
 ) -> Result<Json<SecretOut>, ApiError> {
     authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
     let v = crate::body::read_json(&headers, body, BODY_LIMIT, true).await?;
-    let secret = match v.get("secret_token") {
-        None | Some(Value::Null) => qss_delivery::signing::generate_secret(),
-        Some(Value::String(s))
-            if (16..=256).contains(&s.len()) && s.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
-        {
-            s.clone()
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "secret_token",
-                "must be 16 to 256 printable ASCII characters",
-            ));
-        }
-    };
+    let secret = parse_secret(v.get("secret_token"))
+        .map_err(|m| ApiError::invalid("secret_token", m))?
+        .unwrap_or_else(qss_delivery::signing::generate_secret);
     let mut w = existing(&state, &account_id, &webhook_id).await?;
     let now = state.clock.now_ms();
     w.previous_secret = Some(std::mem::replace(&mut w.secret, secret.clone()));

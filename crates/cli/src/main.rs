@@ -1,9 +1,11 @@
-//! The `qss` command: `serve`, `demo` and `admin` (SPEC 9). Thin: parsing arguments and
-//! printing; the work lives in `qss-server`, `qss-api` and `qss-store`.
+//! The `qss` command: `serve`, `demo`, `simulate`, `listen` and `admin` (SPEC 9). Thin:
+//! parsing arguments and printing; the work lives in `qss-server`, `qss-api`, `qss-store` and
+//! `qss-sim`.
 
 mod admin;
 mod demo;
 mod listen;
+mod simulate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +67,8 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// Drive a server with realistic simulated traffic and report how it answered.
+    Simulate(simulate::SimulateArgs),
     /// Receive webhooks: answer the handshake, verify both signatures, print each event as a
     /// JSON line.
     Listen {
@@ -105,6 +109,7 @@ fn main() -> std::process::ExitCode {
             init_tracing();
             runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration)))
         }
+        Command::Simulate(args) => runtime().and_then(|rt| rt.block_on(simulate::run(args))),
         Command::Listen { port, secret } => {
             runtime().and_then(|rt| rt.block_on(listen::run(port, secret)))
         }

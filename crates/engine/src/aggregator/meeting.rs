@@ -282,10 +282,7 @@ impl Instance {
 
     /// Adds a sample unless its key was seen; false for a duplicate.
     fn add(&mut self, s: &ParticipantQos, at: Arrival) -> bool {
-        let p = self
-            .participants
-            .entry(s.participant_id.clone())
-            .or_default();
+        let p = super::entry_mut(&mut self.participants, &s.participant_id);
         if !p.seen.insert(s.timestamp) {
             return false;
         }

@@ -138,6 +138,15 @@ struct AccountState {
     calls: HashMap<(String, Direction), CallState>,
 }
 
+/// The entry for `key`, allocating an owned key only when it is new: the hot path (a sample
+/// of a known account, meeting or participant) then allocates nothing.
+fn entry_mut<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
+}
+
 fn window_of(ts: Millis, interval_s: u32) -> WindowKey {
     let len = i64::from(interval_s) * 1000;
     (interval_s, ts.div_euclid(len) * len)
@@ -174,10 +183,10 @@ impl Aggregator {
         new_id: &mut dyn FnMut() -> String,
         changes: &mut Vec<InstanceChange>,
     ) -> Placement {
-        let account = self.accounts.entry(account_id.to_string()).or_default();
+        let account = entry_mut(&mut self.accounts, account_id);
         match sample {
             Sample::ParticipantQos(s) => {
-                let meeting = account.meetings.entry(s.meeting_id.clone()).or_default();
+                let meeting = entry_mut(&mut account.meetings, &s.meeting_id);
                 meeting.ingest(account_id, s, at, new_id, changes)
             }
             Sample::MeetingEnded(e) => match account.meetings.get_mut(&e.meeting_id) {

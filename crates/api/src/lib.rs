@@ -7,6 +7,7 @@ pub mod auth;
 mod body;
 pub mod cache;
 pub mod clock;
+pub mod deliveries;
 pub mod error;
 pub mod events;
 pub mod ingest;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(events::router())
         .merge(webhooks::router())
+        .merge(deliveries::router())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::json_for_empty_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -46,7 +46,9 @@ pub struct MeetingSummaryAcc {
     last: Option<Millis>,
     sample_count: u64,
     metrics: MetricsAcc<Distribution>,
-    participants: BTreeMap<String, ParticipantWindowAcc>,
+    /// Boxed: B-tree nodes hold eleven values inline, which for an accumulator of this size
+    /// would cost about a kilobyte per participant in slack.
+    participants: BTreeMap<String, Box<ParticipantWindowAcc>>,
 }
 
 impl MeetingSummaryAcc {
@@ -63,7 +65,7 @@ impl MeetingSummaryAcc {
         match self.participants.get_mut(&sample.participant_id) {
             Some(acc) => acc.add(sample),
             None => {
-                let mut acc = ParticipantWindowAcc::new();
+                let mut acc = Box::new(ParticipantWindowAcc::new());
                 acc.add(sample);
                 self.participants.insert(sample.participant_id.clone(), acc);
             }

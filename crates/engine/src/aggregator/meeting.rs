@@ -38,7 +38,9 @@ struct Instance {
 #[derive(Debug, Default)]
 struct ParticipantState {
     seen: HashSet<Millis>,
-    open: HashMap<WindowKey, ParticipantWindowAcc>,
+    /// Boxed: a participant usually has one or two open windows, and a map sized for a few
+    /// inline accumulators would cost kilobytes per participant.
+    open: HashMap<WindowKey, Box<ParticipantWindowAcc>>,
     /// Windows already emitted (or suppressed): later samples count only in the summary.
     done: HashSet<WindowKey>,
 }

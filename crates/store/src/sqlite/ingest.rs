@@ -18,15 +18,6 @@ pub struct WriteBatch {
     pub replay_from: Option<i64>,
 }
 
-impl WriteBatch {
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-            && self.instances.is_empty()
-            && self.events.is_empty()
-            && self.replay_from.is_none()
-    }
-}
-
 const REPLAY_KEY: &str = "replay_from_seq";
 
 impl SqliteStore {

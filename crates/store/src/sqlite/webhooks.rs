@@ -292,24 +292,6 @@ impl SqliteStore {
         })
     }
 
-    /// Extends a lease; false if the claim was lost (the attempt must be abandoned).
-    pub fn renew_lease(
-        &self,
-        account_id: &str,
-        delivery_id: &str,
-        token: i64,
-        until: i64,
-    ) -> Result<bool, StoreError> {
-        self.write(|c| {
-            let n = c.prepare_cached(
-                "UPDATE deliveries SET lease_until = ?4
-                 WHERE account_id = ?1 AND delivery_id = ?2 AND lease_token = ?3 AND status = 'pending'",
-            )?
-            .execute(params![account_id, delivery_id, token, until])?;
-            Ok(n == 1)
-        })
-    }
-
     /// Records attempts and their deliveries' next states in one transaction, each only if
     /// its lease is still held (a lost lease means another worker owns the delivery now).
     /// Subscriptions whose endpoint answered 410 are disabled in the same transaction.

@@ -61,11 +61,7 @@ fn now_ms() -> i64 {
 }
 
 fn iso(ms: i64) -> String {
-    format!(
-        "{}.{:03}Z",
-        qss_domain::timefmt::format_ms(ms).trim_end_matches('Z'),
-        ms.rem_euclid(1000)
-    )
+    qss_domain::timefmt::format_ms_precise(ms)
 }
 
 // ---------------------------------------------------------------------------------------------

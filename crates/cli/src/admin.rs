@@ -61,10 +61,7 @@ pub enum AdminCommand {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    qss_api::Clock::now_ms(&qss_api::SystemClock)
 }
 
 fn print(v: impl serde::Serialize) -> anyhow::Result<()> {

@@ -198,16 +198,7 @@ async fn subscribe(
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// RFC 3339 with milliseconds (the API's output format keeps whole seconds only).
-fn rfc3339(ms: i64) -> String {
-    let base = qss_domain::timefmt::format_ms(ms);
-    format!("{}.{:03}Z", base.trim_end_matches('Z'), ms.rem_euclid(1000))
+    qss_api::Clock::now_ms(&qss_api::SystemClock)
 }
 
 /// A participant's network: base latency, jitter and loss, with noise.
@@ -297,7 +288,7 @@ async fn simulate(base: String, account_id: String, ingest_key: String, stop: Ca
                     samples.push(json!({
                         "kind": "participant_qos", "meeting_id": mid, "meeting_type": mtype,
                         "participant_id": pid, "user_id": format!("u-{pid}"), "user_name": name,
-                        "timestamp": rfc3339(now),
+                        "timestamp": qss_domain::timefmt::format_ms_precise(now),
                         "metrics": {
                             "audio": group(&mut rng, *net, 64.0, false),
                             "video": group(&mut rng, *net, 1500.0, true),
@@ -310,13 +301,13 @@ async fn simulate(base: String, account_id: String, ingest_key: String, stop: Ca
                 samples.push(json!({
                     "kind": "call_qos", "call_id": "demo-call-1", "direction": direction,
                     "caller_number": "+15550100", "callee_number": "+15550199", "codec": "opus",
-                    "timestamp": rfc3339(now),
+                    "timestamp": qss_domain::timefmt::format_ms_precise(now),
                     "metrics": {"bitrate": 32, "latency": rng.gen_range(60..140), "jitter": rng.gen_range(2..20), "packet_loss": (rng.gen_range(0.0..1.5f64) * 100.0).round() / 100.0}
                 }));
             }
             // The stand-up ends every 30 s and starts again: a summary each time.
             if tick % 15 == 14 {
-                samples.push(json!({"kind": "meeting_ended", "meeting_id": "demo-standup", "timestamp": rfc3339(now + 1)}));
+                samples.push(json!({"kind": "meeting_ended", "meeting_id": "demo-standup", "timestamp": qss_domain::timefmt::format_ms_precise(now + 1)}));
             }
         }
         let result = client

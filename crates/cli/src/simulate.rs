@@ -355,7 +355,5 @@ fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    qss_api::Clock::now_ms(&qss_api::SystemClock)
 }

@@ -42,6 +42,17 @@ pub fn format_ms(ms: Millis) -> String {
     dt.format(&fmt).unwrap_or_default()
 }
 
+/// Formats epoch milliseconds as `2024-01-15T10:30:00.123Z`, for input to ingest, where
+/// idempotency keys count milliseconds (output of the API keeps whole seconds).
+pub fn format_ms_precise(ms: Millis) -> String {
+    let seconds = format_ms(ms);
+    format!(
+        "{}.{:03}Z",
+        seconds.trim_end_matches('Z'),
+        ms.rem_euclid(1000)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +64,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a % 1000, 123);
         assert_eq!(format_ms(a), "2024-01-15T10:30:00Z");
+        assert_eq!(format_ms_precise(a), "2024-01-15T10:30:00.123Z");
     }
 
     #[test]

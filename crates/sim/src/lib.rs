@@ -183,13 +183,7 @@ const NAMES: [&str; 16] = [
 pub fn to_wire(sample: &Sample) -> serde_json::Value {
     let mut value = serde_json::to_value(sample).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
-        let ms = sample.timestamp();
-        let seconds = qss_domain::timefmt::format_ms(ms);
-        let stamp = format!(
-            "{}.{:03}Z",
-            seconds.trim_end_matches('Z'),
-            ms.rem_euclid(1000)
-        );
+        let stamp = qss_domain::timefmt::format_ms_precise(sample.timestamp());
         obj.insert("timestamp".into(), serde_json::Value::String(stamp));
     }
     value

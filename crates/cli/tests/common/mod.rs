@@ -39,11 +39,7 @@ pub fn minute_aligned_now(offset_ms: i64) -> i64 {
 }
 
 pub fn iso(ms: i64) -> String {
-    format!(
-        "{}.{:03}Z",
-        qss_domain::timefmt::format_ms(ms).trim_end_matches('Z'),
-        ms.rem_euclid(1000)
-    )
+    qss_domain::timefmt::format_ms_precise(ms)
 }
 
 pub async fn spawn_app() -> TestApp {

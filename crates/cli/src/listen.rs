@@ -70,10 +70,7 @@ fn receive(
     headers: &HeaderMap,
     body: &[u8],
 ) -> axum::response::Response {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = qss_api::Clock::now_ms(&qss_api::SystemClock) / 1000;
     if let Err(why) = verify(secret, headers, body, now) {
         eprintln!("qss listen: refused a request: {why}");
         return (StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response();

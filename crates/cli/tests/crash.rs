@@ -38,11 +38,7 @@ fn now_ms() -> i64 {
 
 /// RFC 3339 with milliseconds, as clients send it.
 fn iso(ms: i64) -> String {
-    format!(
-        "{}.{:03}Z",
-        qss_domain::timefmt::format_ms(ms).trim_end_matches('Z'),
-        ms.rem_euclid(1000)
-    )
+    qss_domain::timefmt::format_ms_precise(ms)
 }
 
 /// A port that was free a moment ago (bound on port 0, then released).

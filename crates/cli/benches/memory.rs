@@ -3,10 +3,10 @@
 //!
 //! For each size: a fresh in-process server (SQLite file, system clock), participants spread
 //! over meetings of 100, each sending one sample every 5 s for one minute (12 rounds, sent as
-//! fast as the server takes them, timestamps 5 s apart). Reports the process's resident set
-//! (VmRSS, and the peak VmHWM) after the rounds, with all windows and instances open. The
-//! figure includes the benchmark's own client; the baseline row is the process before the
-//! server starts.
+//! fast as the server takes them, timestamps 5 s apart, in the next minute). Reports the
+//! process's resident set (VmRSS, and the peak VmHWM) after the rounds, with all windows and
+//! instances open. The figure includes the benchmark's own client; the baseline row is the
+//! process before the server starts.
 
 use std::sync::Arc;
 
@@ -87,11 +87,15 @@ async fn run(participants: usize) -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_string();
     let url = format!("{base}/v2/accounts/{account}/qss/telemetry");
-    // Start a minute back, so all 12 rounds lie in the accepted past.
+    // Timestamps in the next minute's window (at most 115 s ahead, within the 300 s of allowed
+    // skew), so that it is due at least 70 s from now and every window is still open when VmRSS
+    // is read. Timestamps a minute back made the figure depend on the wall clock: a run crossing
+    // the window's due time measured the burst of 100k events being emitted, one starting after
+    // it measured windows emitted as soon as they opened.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    let t0 = now - now.rem_euclid(60_000) - 60_000 + 1;
+    let t0 = now - now.rem_euclid(60_000) + 60_000 + 1;
     let mut sent = 0usize;
     for round in 0..ROUNDS {
         let ts = iso(t0 + round * 5000);

@@ -1,0 +1,135 @@
+//! Part c: webhook deliveries/s. Events are committed straight through the store in batches
+//! of 500 (each commit creates its deliveries in the same transaction, as the aggregation
+//! thread does) at an offered 12,000/s for 5 s, to one subscription on a keep-alive receiver on
+//! 127.0.0.1. Latency is from the event's commit (`event_ts`) to its arrival.
+//!
+//! The ceiling: the same receiver taking plain POSTs of the same bodies from one reqwest client
+//! with 16 requests in flight (qss's per-endpoint cap), as fast as it answers.
+
+use std::time::{Duration, Instant};
+
+use qss_store::{NewEvent, WriteBatch};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::common::{BenchServer, Latency, now_ms};
+use crate::receiver::Receiver;
+
+const RATE: u64 = 12_000;
+const SECONDS: u64 = 5;
+const BATCH: usize = 500;
+const IN_FLIGHT: usize = 16;
+
+#[derive(Debug, Serialize)]
+pub struct Delivery {
+    pub offered_per_s: u64,
+    pub offered: usize,
+    pub delivered: usize,
+    pub deliveries_per_s: f64,
+    pub emission_to_arrival: Latency,
+    pub http_ceiling_requests_per_s: f64,
+}
+
+fn event(account: &str, b: usize, i: usize, ts: i64) -> NewEvent {
+    let id = qss_domain::event::new_event_id(ts);
+    let call_id = format!("c{b}-{i}");
+    let body = json!({"id": id, "event": "qss.phone_call_qos", "event_ts": ts,
+        "payload": {"account_id": account, "object": {"call_id": call_id, "direction": "inbound",
+        "caller_number": "+15550100", "callee_number": "+15550199", "codec": "opus",
+        "timestamp": "2026-11-27T10:00:00Z", "interval_seconds": 60, "sample_count": 6,
+        "metrics": {"bitrate": 32, "latency": 100, "jitter": 10, "packet_loss": 1, "mos": 4.27},
+        "quality": {"mos": 4.27, "r_factor": 87.45, "grade": "good", "issues": []}}}});
+    NewEvent {
+        id,
+        account_id: account.to_string(),
+        event_type: "qss.phone_call_qos".into(),
+        event_ts: ts,
+        meeting_id: None,
+        meeting_instance_id: None,
+        participant_id: None,
+        call_id: Some(call_id),
+        dedup_key: format!("bench-{b}-{i}"),
+        body: body.to_string(),
+    }
+}
+
+pub async fn run() -> anyhow::Result<Delivery> {
+    let server = BenchServer::start().await?;
+    let account = server.create_account("Bench delivery").await?;
+    let (receiver, hook) = Receiver::start().await?;
+    server
+        .subscribe(&account, &hook, &["qss.phone_call_qos"])
+        .await?;
+
+    let store = server.server.state.store.clone();
+    let wake = server.server.state.delivery_wake.clone();
+    let total = (RATE * SECONDS) as usize;
+    let interval = Duration::from_secs_f64(BATCH as f64 / RATE as f64);
+    let started = Instant::now();
+    for b in 0..total.div_ceil(BATCH) {
+        let ts = now_ms();
+        let events: Vec<NewEvent> = (0..BATCH)
+            .map(|i| event(&account.account_id, b, i, ts))
+            .collect();
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            s.commit(&WriteBatch {
+                events,
+                ..Default::default()
+            })
+        })
+        .await??;
+        wake.notify_one();
+        tokio::time::sleep_until((started + interval * (b as u32 + 1)).into()).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.count() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    server.stop().await?;
+    let arrived = receiver.take();
+    let latencies: Vec<f64> = arrived
+        .iter()
+        .map(|a| (a.at_ms - a.body["event_ts"].as_i64().unwrap_or(0)) as f64)
+        .collect();
+    let ceiling = http_ceiling(&account.account_id).await?;
+    Ok(Delivery {
+        offered_per_s: RATE,
+        offered: total,
+        delivered: arrived.len(),
+        deliveries_per_s: arrived.len() as f64 / elapsed,
+        emission_to_arrival: Latency::of_ms(latencies),
+        http_ceiling_requests_per_s: ceiling,
+    })
+}
+
+/// Plain POSTs/s of the same bodies to a fresh receiver, 16 in flight.
+async fn http_ceiling(account: &str) -> anyhow::Result<f64> {
+    let (receiver, hook) = Receiver::start().await?;
+    let body = event(account, 0, 0, now_ms()).body;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let measure = Duration::from_secs(3);
+    let until = Instant::now() + measure;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let (http, hook, body) = (http.clone(), hook.clone(), body.clone());
+        tasks.spawn(async move {
+            while Instant::now() < until {
+                let r = http
+                    .post(&hook)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    let _ = r.bytes().await;
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(receiver.count() as f64 / measure.as_secs_f64())
+}

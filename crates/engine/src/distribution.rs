@@ -2,7 +2,7 @@
 //! `{avg, min, max, p50, p95}` (SPEC 5.3).
 //!
 //! A long, large meeting can carry millions of values per field, so values are kept exactly only
-//! up to [`EXACT_CAP`]; past that they go into a small log-bucket sketch in the style of DDSketch,
+//! up to [`EXACT_CAP`]; past that they go into a log-bucket sketch in the style of DDSketch,
 //! whose quantiles are within 0.5% of the true nearest-rank value (SPEC allows 1%). The count,
 //! the sum (exact), the minimum and the maximum are always exact; only p50 and p95 can be
 //! approximate. Zero has a bucket of its own, so a percentile that is 0 is exactly 0.
@@ -10,6 +10,12 @@
 //! Whether a distribution is exact depends only on how many values it holds, and a value's bucket
 //! only on the value, so the result does not depend on the order values arrive in or on how
 //! partial distributions are merged.
+//!
+//! Memory: a summary holds one distribution per field (ten for audio, video and CPU), so with
+//! thousands of open meetings the exact values dominated the server's resident set (32 KiB per
+//! field at the old cap of 4096). The cap is now 2 KiB, and the sketch is a dense array of `u32`
+//! counts over the buckets between the smallest and largest value seen: real fields span tens
+//! to a few hundred buckets, so a sketched field costs about a kilobyte at most.
 
 use std::collections::BTreeMap;
 
@@ -19,13 +25,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::sum::ExactSum;
 
-/// How many values one distribution keeps exactly before switching to the sketch: 32 KiB.
-pub const EXACT_CAP: usize = 4096;
+/// How many values one distribution keeps exactly before switching to the sketch: 2 KiB, which
+/// keeps small meetings (a few participants for tens of minutes) exact.
+pub const EXACT_CAP: usize = 256;
 
 /// Relative accuracy of the sketch's bucket representatives.
 const ALPHA: f64 = 0.005;
 /// Bucket `i` holds the magnitudes in `(GAMMA^(i-1), GAMMA^i]`.
 const GAMMA: f64 = (1.0 + ALPHA) / (1.0 - ALPHA);
+/// Magnitudes up to this share the sketch's lowest bucket, so that one tiny value cannot stretch
+/// the dense bucket array over tens of thousands of buckets (`5e-324` would be bucket -74,000).
+/// Such values print as 0 (2 decimals, SPEC 5.2) whichever bucket they sit in, and a reported
+/// percentile is clamped to the observed range, so the payload is the same.
+const FLOOR: f64 = 1e-3;
 
 /// Values of one number: exact up to [`EXACT_CAP`], sketched beyond.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -92,7 +104,10 @@ impl Distribution {
             }
             (ours, theirs) => {
                 let mut sketch = ours.into_sketch();
-                sketch.merge(&theirs.to_sketch());
+                match theirs {
+                    Values::Exact(v) => v.iter().for_each(|&x| sketch.add(x)),
+                    Values::Sketch(s) => sketch.merge(s),
+                }
                 Values::Sketch(sketch)
             }
         };
@@ -121,7 +136,8 @@ impl Distribution {
     }
 
     /// The `n`th percentile by nearest rank: the ⌈n/100 · count⌉-th smallest value (at least the
-    /// first). Exact while [`Distribution::is_exact`], else within 0.5% of it.
+    /// first). Exact while [`Distribution::is_exact`], else within 0.5% of it (or, for a value
+    /// of magnitude below 0.001, at most 0.001 from it: both print as 0).
     pub fn percentile(&self, n: u32) -> Option<f64> {
         let (lo, hi) = self.range?;
         let rank = nearest_rank(n, self.count);
@@ -158,7 +174,7 @@ impl Distribution {
         std::mem::size_of::<Self>()
             + match &self.values {
                 Values::Exact(v) => v.capacity() * std::mem::size_of::<f64>(),
-                Values::Sketch(s) => s.buckets() * BUCKET_BYTES,
+                Values::Sketch(s) => s.heap_bytes(),
             }
     }
 }
@@ -175,25 +191,15 @@ impl Values {
             Values::Sketch(s) => s,
         }
     }
-
-    fn to_sketch(&self) -> Sketch {
-        match self {
-            Values::Exact(v) => Sketch::from_values(v),
-            Values::Sketch(s) => s.clone(),
-        }
-    }
 }
-
-/// A B-tree entry's approximate footprint (key, count, node overhead).
-const BUCKET_BYTES: usize = 32;
 
 /// Log-spaced buckets of counts. Values are validated non-negative (SPEC 4), but negative ones
 /// are kept in mirrored buckets rather than silently misplaced.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Sketch {
     zeros: u64,
-    positive: BTreeMap<i32, u64>,
-    negative: BTreeMap<i32, u64>,
+    positive: Buckets,
+    negative: Buckets,
 }
 
 impl Sketch {
@@ -207,31 +213,31 @@ impl Sketch {
         if x == 0.0 {
             self.zeros += 1;
         } else if x > 0.0 {
-            *self.positive.entry(bucket_of(x)).or_default() += 1;
+            self.positive.add(bucket_of(x), 1);
         } else {
-            *self.negative.entry(bucket_of(-x)).or_default() += 1;
+            self.negative.add(bucket_of(-x), 1);
         }
     }
 
     fn merge(&mut self, other: &Sketch) {
         self.zeros += other.zeros;
-        for (&i, &c) in &other.positive {
-            *self.positive.entry(i).or_default() += c;
+        for (i, c) in other.positive.iter() {
+            self.positive.add(i, c);
         }
-        for (&i, &c) in &other.negative {
-            *self.negative.entry(i).or_default() += c;
+        for (i, c) in other.negative.iter() {
+            self.negative.add(i, c);
         }
     }
 
-    fn buckets(&self) -> usize {
-        self.positive.len() + self.negative.len() + 1
+    fn heap_bytes(&self) -> usize {
+        self.positive.heap_bytes() + self.negative.heap_bytes()
     }
 
     /// The representative of the bucket holding the `rank`-th smallest value (1-based).
     fn value_at_rank(&self, rank: u64) -> f64 {
         let mut seen = 0;
         // Ascending order: the most negative first, i.e. negative buckets by descending index.
-        for (&i, &c) in self.negative.iter().rev() {
+        for (i, c) in self.negative.iter().rev() {
             seen += c;
             if seen >= rank {
                 return -representative(i);
@@ -241,7 +247,7 @@ impl Sketch {
         if seen >= rank {
             return 0.0;
         }
-        for (&i, &c) in &self.positive {
+        for (i, c) in self.positive.iter() {
             seen += c;
             if seen >= rank {
                 return representative(i);
@@ -252,8 +258,67 @@ impl Sketch {
     }
 }
 
+/// The counts of the consecutive buckets `first..first + counts.len()`: 4 bytes a bucket, where
+/// a `BTreeMap<i32, u64>` took about 30 with its node slack. The array is kept tight (nonzero
+/// counts at both ends, no spare capacity), so equal contents have equal representations.
+///
+/// Counts are `u32`: past `u32::MAX` a bucket carries into `high`, which holds the upper 32 bits
+/// of the few counts that need them (none, short of four billion values of one field of one
+/// meeting instance in one bucket) so that no count ever wraps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Buckets {
+    first: i32,
+    counts: Vec<u32>,
+    high: BTreeMap<i32, u64>,
+}
+
+impl Buckets {
+    fn add(&mut self, i: i32, n: u64) {
+        if self.counts.is_empty() {
+            self.first = i;
+            self.counts.reserve_exact(1);
+            self.counts.push(0);
+        } else if i < self.first {
+            let grow = (self.first - i) as usize;
+            let mut counts = Vec::with_capacity(self.counts.len() + grow);
+            counts.resize(grow, 0);
+            counts.extend_from_slice(&self.counts);
+            self.counts = counts;
+            self.first = i;
+        } else if (i - self.first) as usize >= self.counts.len() {
+            let len = (i - self.first) as usize + 1;
+            self.counts.reserve_exact(len - self.counts.len());
+            self.counts.resize(len, 0);
+        }
+        let slot = &mut self.counts[(i - self.first) as usize];
+        let total = u64::from(*slot) + n;
+        *slot = total as u32;
+        let carry = total >> 32;
+        if carry > 0 {
+            *self.high.entry(i).or_default() += carry;
+        }
+    }
+
+    /// `(bucket, count)` of the nonempty buckets, ascending.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(k, &low)| {
+                let i = self.first + k as i32;
+                let high = self.high.get(&i).copied().unwrap_or(0);
+                (i, (high << 32) + u64::from(low))
+            })
+            .filter(|&(_, c)| c > 0)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<u32>() + self.high.len() * 32
+    }
+}
+
 fn bucket_of(magnitude: f64) -> i32 {
-    (magnitude.ln() / GAMMA.ln()).ceil() as i32
+    (magnitude.max(FLOOR).ln() / GAMMA.ln()).ceil() as i32
 }
 
 /// The point of bucket `i` within `ALPHA` relative distance of both of its ends.
@@ -316,6 +381,46 @@ mod tests {
         assert_eq!(d.percentile(50), Some(0.0));
         assert_eq!(d.min(), Some(0.0));
         assert_eq!(d.max(), Some(5.0));
+    }
+
+    #[test]
+    fn buckets_grow_at_both_ends_and_stay_tight() {
+        let mut b = Buckets::default();
+        b.add(10, 1);
+        b.add(7, 2);
+        b.add(12, 3);
+        b.add(10, 1);
+        assert_eq!((b.first, b.counts.as_slice()), (7, &[2, 0, 0, 2, 0, 3][..]));
+        assert_eq!(b.counts.capacity(), b.counts.len());
+        assert_eq!(b.iter().collect::<Vec<_>>(), [(7, 2), (10, 2), (12, 3)]);
+        assert_eq!(b.iter().next_back(), Some((12, 3)));
+    }
+
+    #[test]
+    fn a_bucket_count_past_u32_carries_instead_of_wrapping() {
+        let mut b = Buckets::default();
+        b.add(3, u64::from(u32::MAX));
+        b.add(3, 2);
+        b.add(4, 5);
+        assert_eq!(b.iter().collect::<Vec<_>>(), [(3, (1 << 32) + 1), (4, 5)]);
+        let mut merged = Buckets::default();
+        for (i, c) in b.iter() {
+            merged.add(i, c);
+        }
+        assert_eq!(merged, b);
+    }
+
+    #[test]
+    fn a_tiny_value_does_not_stretch_the_sketch() {
+        let mut values = vec![5e-324, 1e-9];
+        values.extend((0..EXACT_CAP).map(|i| 40.0 + (i % 50) as f64));
+        let d = of(&values);
+        assert!(!d.is_exact());
+        // From the floor (0.001) to 89: about 1,140 buckets, not 75,000.
+        assert!(d.approx_bytes() < 8 * 1024, "{} bytes", d.approx_bytes());
+        assert_eq!(d.min(), Some(5e-324));
+        assert_eq!(d.stats().unwrap().min, Num(0.0));
+        assert!((d.percentile(50).unwrap() - 64.0).abs() <= 64.0 * 0.005);
     }
 
     #[test]

@@ -5,8 +5,6 @@
 //! does not depend on arrival order; two samples with the same timestamp are told apart by the
 //! larger value (byte-wise), which is arbitrary but deterministic.
 
-use std::collections::BTreeMap;
-
 use qss_domain::timefmt::Millis;
 use serde::{Deserialize, Serialize};
 
@@ -44,37 +42,37 @@ struct Seen {
 }
 
 /// Counts of each value, to pick the most frequent (SPEC 5.2: "ties: the latest").
+///
+/// A vector sorted by value rather than a `BTreeMap`: a window holds one to three distinct
+/// resolutions, and a B-tree allocates a whole leaf (about 450 bytes) for the first. Kept
+/// sorted and without spare capacity, so equal contents have equal representations.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Mode(BTreeMap<String, Seen>);
+pub(crate) struct Mode(Vec<(String, Seen)>);
 
 impl Mode {
     pub(crate) fn add(&mut self, ts: Millis, value: Option<&str>) {
         let Some(value) = value else { return };
-        match self.0.get_mut(value) {
-            Some(seen) => {
-                seen.count += 1;
-                seen.latest = seen.latest.max(ts);
-            }
-            None => {
-                self.0.insert(
-                    value.to_owned(),
-                    Seen {
-                        count: 1,
-                        latest: ts,
-                    },
-                );
-            }
-        }
+        self.count(value, 1, ts);
     }
 
     pub(crate) fn merge(&mut self, other: &Mode) {
         for (value, theirs) in &other.0 {
-            let ours = self.0.entry(value.clone()).or_insert(Seen {
-                count: 0,
-                latest: theirs.latest,
-            });
-            ours.count += theirs.count;
-            ours.latest = ours.latest.max(theirs.latest);
+            self.count(value, theirs.count, theirs.latest);
+        }
+    }
+
+    /// Adds `count` sightings of `value`, the latest at `latest`.
+    fn count(&mut self, value: &str, count: u64, latest: Millis) {
+        match self.0.binary_search_by(|(v, _)| v.as_str().cmp(value)) {
+            Ok(k) => {
+                let seen = &mut self.0[k].1;
+                seen.count += count;
+                seen.latest = seen.latest.max(latest);
+            }
+            Err(k) => {
+                self.0.reserve_exact(1);
+                self.0.insert(k, (value.to_owned(), Seen { count, latest }));
+            }
         }
     }
 
@@ -116,5 +114,29 @@ mod tests {
         assert_eq!(m.most_frequent(), Some("1280x720"));
         m.add(50, Some("640x360"));
         assert_eq!(m.most_frequent(), Some("640x360"));
+    }
+
+    #[test]
+    fn a_mode_does_not_depend_on_arrival_order_or_merging() {
+        let values = [
+            (100, "640x360"),
+            (300, "1280x720"),
+            (200, "320x180"),
+            (400, "640x360"),
+        ];
+        let mut forward = Mode::default();
+        values.iter().for_each(|&(ts, v)| forward.add(ts, Some(v)));
+        let (mut early, mut late) = (Mode::default(), Mode::default());
+        values[2..]
+            .iter()
+            .rev()
+            .for_each(|&(ts, v)| late.add(ts, Some(v)));
+        values[..2]
+            .iter()
+            .for_each(|&(ts, v)| early.add(ts, Some(v)));
+        late.merge(&early);
+        assert_eq!(late, forward);
+        assert_eq!(forward.most_frequent(), Some("640x360"));
+        assert_eq!(forward.distinct(), 3);
     }
 }

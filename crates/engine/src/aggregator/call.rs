@@ -1,11 +1,12 @@
 //! One call direction's generations: routing of `call_qos` samples, windows, and the ends
 //! made by `call_ended` (a later sample with a later timestamp starts a new call).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use qss_domain::EventType;
 use qss_domain::sample::{CallEnded, CallQos, Direction};
 
+use super::small::{SmallMap, SortedSet};
 use super::{
     Arrival, CLOSED_MEMORY_MS, Due, Emission, EmittedObject, InstanceChange, InstanceState, Millis,
     Placement, Series, WindowKey, call_dedup_key, window_due, window_of,
@@ -29,10 +30,10 @@ struct Generation {
     ended_explicitly: bool,
     /// Last arrival (server clock); `None` until known after a restart.
     last_received_ms: Option<Millis>,
-    seen: HashSet<Millis>,
+    seen: SortedSet<Millis>,
     /// Open windows with the lowest sample sequence number each holds.
-    open: HashMap<WindowKey, (CallWindowAcc, i64)>,
-    done: HashSet<WindowKey>,
+    open: SmallMap<WindowKey, (CallWindowAcc, i64)>,
+    done: SortedSet<WindowKey>,
 }
 
 impl CallState {
@@ -177,7 +178,7 @@ impl CallState {
             // A call that never ended and has been silent for as long as samples are accepted
             // is over: finish it at its latest sample.
             if g.end.is_none() && g.open.is_empty() && due.now - last > CLOSED_MEMORY_MS {
-                g.end = Some(g.seen.iter().max().copied().unwrap_or(last));
+                g.end = Some(g.seen.max().unwrap_or(last));
             }
         }
         while self
@@ -219,9 +220,9 @@ impl Generation {
             end: None,
             ended_explicitly: false,
             last_received_ms: None,
-            seen: HashSet::new(),
-            open: HashMap::new(),
-            done: HashSet::new(),
+            seen: SortedSet::default(),
+            open: SmallMap::default(),
+            done: SortedSet::default(),
         }
     }
 
@@ -259,8 +260,7 @@ impl Generation {
         if !self.done.contains(&w) {
             let (acc, min_seq) = self
                 .open
-                .entry(w)
-                .or_insert_with(|| (CallWindowAcc::default(), at.seq));
+                .get_or_insert_with(w, || (CallWindowAcc::default(), at.seq));
             acc.add(s);
             *min_seq = (*min_seq).min(at.seq);
         }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use qss_domain::EventType;
 use qss_domain::sample::{MeetingEnded, ParticipantQos};
 
+use super::small::{SmallMap, SortedSet};
 use super::{
     Arrival, CLOSED_MEMORY_MS, Due, Emission, EmittedObject, InstanceChange, InstanceState, Millis,
     Placement, Series, WindowKey, participant_dedup_key, summary_dedup_key, window_due, window_of,
@@ -35,14 +36,17 @@ struct Instance {
     participants: HashMap<String, ParticipantState>,
 }
 
+/// One participant of one instance; vectors rather than hash tables, which cost several times
+/// their contents at this size (see [`super::small`]).
 #[derive(Debug, Default)]
 struct ParticipantState {
-    seen: HashSet<Millis>,
-    /// Boxed: a participant usually has one or two open windows, and a map sized for a few
-    /// inline accumulators would cost kilobytes per participant.
-    open: HashMap<WindowKey, Box<ParticipantWindowAcc>>,
+    /// Timestamps of the participant's samples in this instance: the dedup keys.
+    seen: SortedSet<Millis>,
+    /// Boxed: a participant usually has one or two open windows, and the accumulator is a few
+    /// hundred bytes, which would otherwise be held inline while no window is open.
+    open: SmallMap<WindowKey, Box<ParticipantWindowAcc>>,
     /// Windows already emitted (or suppressed): later samples count only in the summary.
-    done: HashSet<WindowKey>,
+    done: SortedSet<WindowKey>,
 }
 
 impl MeetingState {
@@ -292,7 +296,7 @@ impl Instance {
         self.summary.add(s);
         let w = window_of(s.timestamp, at.interval_s);
         if !p.done.contains(&w) {
-            p.open.entry(w).or_default().add(s);
+            p.open.get_or_insert_with(w, Box::default).add(s);
         }
         true
     }

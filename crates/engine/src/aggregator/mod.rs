@@ -15,6 +15,7 @@
 
 mod call;
 mod meeting;
+mod small;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -15,35 +15,54 @@ const SCALE: f64 = 18_446_744_073_709_551_616.0;
 
 /// An exact sum of finite `f64` values in fixed point (bits below 2^-64 are dropped, the same
 /// way for every value, so the result still depends only on the multiset of values added).
+///
+/// The `i128` is stored as two 64-bit halves: an `i128` field is 16-byte aligned, which padded
+/// every [`Mean`] to 32 bytes where 24 suffice, and a window accumulator holds up to sixteen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ExactSum(i128);
+pub(crate) struct ExactSum {
+    low: u64,
+    high: i64,
+}
 
 impl ExactSum {
+    fn get(self) -> i128 {
+        (i128::from(self.high) << 64) | i128::from(self.low)
+    }
+
+    fn set(&mut self, v: i128) {
+        // Truncation is the point: the low and high 64 bits.
+        self.low = v as u64;
+        self.high = (v >> 64) as i64;
+    }
+
     pub(crate) fn add(&mut self, x: f64) {
         // `x * SCALE` is exact (a power of two); `as` truncates toward zero and saturates.
-        self.0 = self.0.saturating_add((x * SCALE) as i128);
+        self.set(self.get().saturating_add((x * SCALE) as i128));
     }
 
     pub(crate) fn merge(&mut self, other: ExactSum) {
-        self.0 = self.0.saturating_add(other.0);
+        self.set(self.get().saturating_add(other.get()));
     }
 
     pub(crate) fn value(self) -> f64 {
-        self.0 as f64 / SCALE
+        self.get() as f64 / SCALE
     }
 }
 
 // Serialised as a decimal string: not every format carries 128-bit integers.
 impl Serialize for ExactSum {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.to_string())
+        s.serialize_str(&self.get().to_string())
     }
 }
 
 impl<'de> Deserialize<'de> for ExactSum {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map(ExactSum).map_err(serde::de::Error::custom)
+        let v: i128 = s.parse().map_err(serde::de::Error::custom)?;
+        let mut sum = ExactSum::default();
+        sum.set(v);
+        Ok(sum)
     }
 }
 
@@ -88,6 +107,24 @@ mod tests {
         let mut backward = ExactSum::default();
         values.iter().rev().for_each(|&v| backward.add(v));
         assert_eq!(forward, backward);
+    }
+
+    #[test]
+    fn negative_and_saturated_sums_survive_the_split_into_halves() {
+        let mut sum = ExactSum::default();
+        sum.add(-0.5);
+        sum.add(-1e5);
+        assert_eq!(sum.value(), -100_000.5);
+        for v in [i128::MIN, -1, 0, 1 << 64, i128::MAX] {
+            let mut s = ExactSum::default();
+            s.set(v);
+            assert_eq!(s.get(), v);
+        }
+        let mut big = ExactSum::default();
+        big.set(i128::MAX);
+        big.add(1.0);
+        assert_eq!(big.get(), i128::MAX);
+        assert_eq!(std::mem::size_of::<Mean>(), 24);
     }
 
     #[test]

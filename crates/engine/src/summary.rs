@@ -130,9 +130,9 @@ impl MeetingSummaryAcc {
             participant_count: self.participant_count(),
             sample_count: self.sample_count,
             metrics: SummaryMetrics {
-                audio: m.audio.as_ref().map(group_stats),
-                video: m.video.as_ref().map(group_stats),
-                screen_share: m.screen_share.as_ref().map(group_stats),
+                audio: m.audio.as_deref().map(group_stats),
+                video: m.video.as_deref().map(group_stats),
+                screen_share: m.screen_share.as_deref().map(group_stats),
                 cpu_usage: m.cpu_usage.stats(),
             },
             quality: self.quality(ctx.thresholds),

@@ -86,9 +86,9 @@ impl ParticipantWindowAcc {
     pub fn means(&self) -> ParticipantMeans {
         let m = &self.metrics;
         ParticipantMeans {
-            audio: m.audio.as_ref().map(group_means),
-            video: m.video.as_ref().map(group_means),
-            screen_share: m.screen_share.as_ref().map(group_means),
+            audio: m.audio.as_deref().map(group_means),
+            video: m.video.as_deref().map(group_means),
+            screen_share: m.screen_share.as_deref().map(group_means),
             cpu_usage: m.cpu_usage.rounded(),
         }
     }

@@ -42,8 +42,8 @@ struct Instance {
 struct ParticipantState {
     /// Timestamps of the participant's samples in this instance: the dedup keys.
     seen: SortedSet<Millis>,
-    /// Boxed: a participant usually has one or two open windows, and the accumulator is a few
-    /// hundred bytes, which would otherwise be held inline while no window is open.
+    /// Boxed, so that the vector holds 24-byte entries and a participant with no open window
+    /// holds no accumulator.
     open: SmallMap<WindowKey, Box<ParticipantWindowAcc>>,
     /// Windows already emitted (or suppressed): later samples count only in the summary.
     done: SortedSet<WindowKey>,

@@ -27,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 const POLL: Duration = Duration::from_millis(250);
 /// Deliveries claimed ahead per endpoint beyond those in flight: enough to keep it busy
-/// between claims, few enough to start long before their lease ends.
-const PREFETCH: usize = 64;
+/// between claims (each claim is a durable write transaction), few enough to start long
+/// before their lease ends. More is claimed when fewer than half of it is left.
+const PREFETCH: usize = 1024;
 /// Most results recorded in one transaction.
 const RECORD_BATCH: usize = 1024;
 
@@ -267,7 +268,7 @@ impl Dispatcher {
                     match map.get_mut(&url) {
                         Some(e) => {
                             e.in_flight -= 1;
-                            e.queued.len() < me.config.max_in_flight_per_endpoint
+                            e.queued.len() < PREFETCH / 2
                         }
                         None => true,
                     }
@@ -488,11 +489,11 @@ async fn record_loop(
             webhooks_version.fetch_add(1, Ordering::SeqCst);
         }
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || {
+        let r = tokio::task::spawn_blocking(move || {
             s.record_attempts(&records).map(|n| (n, records.len()))
         })
-        .await
-        {
+        .await;
+        match r {
             Ok(Ok((n, total))) if n < total => {
                 tracing::warn!(
                     lost = total - n,

@@ -3,6 +3,10 @@
 //! thread does) at an offered 12,000/s for 5 s, to one subscription on a keep-alive receiver on
 //! 127.0.0.1. Latency is from the event's commit (`event_ts`) to its arrival.
 //!
+//! Then a backlog: 30,000 events committed at once (three commits of 10,000, as a window close
+//! at 30,000 participants emits them), timed from the first commit until the last delivery
+//! arrives: the most deliveries/s the dispatcher drains.
+//!
 //! The ceiling: the same receiver taking plain POSTs of the same bodies from one reqwest client
 //! with 16 requests in flight (qss's per-endpoint cap), as fast as it answers.
 
@@ -19,6 +23,7 @@ const RATE: u64 = 12_000;
 const SECONDS: u64 = 5;
 const BATCH: usize = 500;
 const IN_FLIGHT: usize = 16;
+const BACKLOG: usize = 30_000;
 
 #[derive(Debug, Serialize)]
 pub struct Delivery {
@@ -27,7 +32,11 @@ pub struct Delivery {
     pub delivered: usize,
     pub deliveries_per_s: f64,
     pub emission_to_arrival: Latency,
+    pub backlog: usize,
+    pub backlog_drain_per_s: f64,
     pub http_ceiling_requests_per_s: f64,
+    /// Mean duration of one attempt (request sent to response read), whole milliseconds.
+    pub mean_attempt_ms: f64,
 }
 
 fn event(account: &str, b: usize, i: usize, ts: i64) -> NewEvent {
@@ -87,8 +96,35 @@ pub async fn run() -> anyhow::Result<Delivery> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    server.stop().await?;
     let arrived = receiver.take();
+
+    // The backlog.
+    let drain_started = Instant::now();
+    for b in 0..BACKLOG / 10_000 {
+        let ts = now_ms();
+        let events: Vec<NewEvent> = (0..10_000)
+            .map(|i| event(&account.account_id, 1_000_000 + b, i, ts))
+            .collect();
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            s.commit(&WriteBatch {
+                events,
+                ..Default::default()
+            })
+        })
+        .await??;
+        wake.notify_one();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.count() < BACKLOG && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain_s = drain_started.elapsed().as_secs_f64();
+    let drained = receiver.take().len();
+    let (attempt_s, attempts) = server
+        .histogram("qss_delivery_attempt_duration_seconds")
+        .await?;
+    server.stop().await?;
     let latencies: Vec<f64> = arrived
         .iter()
         .map(|a| (a.at_ms - a.body["event_ts"].as_i64().unwrap_or(0)) as f64)
@@ -100,7 +136,10 @@ pub async fn run() -> anyhow::Result<Delivery> {
         delivered: arrived.len(),
         deliveries_per_s: arrived.len() as f64 / elapsed,
         emission_to_arrival: Latency::of_ms(latencies),
+        backlog: drained,
+        backlog_drain_per_s: drained as f64 / drain_s,
         http_ceiling_requests_per_s: ceiling,
+        mean_attempt_ms: 1000.0 * attempt_s / attempts.max(1.0),
     })
 }
 

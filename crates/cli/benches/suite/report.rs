@@ -255,6 +255,18 @@ pub fn table(r: &Results) -> String {
                 check(d.deliveries_per_s >= 10_000.0 && d.delivered == d.offered)
             ),
         ]);
+        row([
+            "webhook deliveries, a backlog drained, one endpoint".to_string(),
+            format!(
+                "**{} deliveries/s** ({} committed at once; mean attempt {:.2} ms in whole ms)",
+                thousands(d.backlog_drain_per_s),
+                thousands(d.backlog as f64),
+                d.mean_attempt_ms
+            ),
+            "(as above)".to_string(),
+            pct(d.backlog_drain_per_s, d.http_ceiling_requests_per_s),
+            String::new(),
+        ]);
     }
     for p in &r.pages {
         let target = if p.events >= 10_000_000 {

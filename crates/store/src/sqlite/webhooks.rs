@@ -223,15 +223,30 @@ impl SqliteStore {
         self.write(|c| {
             let tx = c.transaction()?;
             // Deliveries past the subscription's max_age_seconds expire instead of being
-            // attempted (a manual retry, `auto_retry = 0`, is exempt).
+            // attempted (a manual retry, `auto_retry = 0`, is exempt). Only the head of the
+            // queue, the rows this claim would take, is examined: scanning the whole due
+            // backlog on every claim made claiming quadratic in the backlog. Expired rows
+            // further back are expired when they reach the head (the claim below skips them).
+            let cutoff = tx
+                .prepare_cached(
+                    "SELECT ?3 - 1000 * max_age_seconds FROM webhooks
+                     WHERE account_id = ?1 AND webhook_id = ?2",
+                )?
+                .query_row(params![account_id, webhook_id, now], |r| r.get::<_, Option<i64>>(0))
+                .optional()?
+                .flatten();
+            // No max_age_seconds: nothing expires.
+            let cutoff = cutoff.unwrap_or(i64::MIN);
             tx.prepare_cached(
                 "UPDATE deliveries SET status = 'expired', next_attempt_at = NULL
-                 WHERE account_id = ?1 AND webhook_id = ?2 AND status = 'pending' AND auto_retry = 1
-                   AND next_attempt_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3)
-                   AND created_at + 1000 * (SELECT max_age_seconds FROM webhooks
-                                            WHERE account_id = ?1 AND webhook_id = ?2) < ?3",
+                 WHERE rowid IN (
+                   SELECT rowid FROM deliveries
+                   WHERE webhook_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3
+                     AND (lease_until IS NULL OR lease_until < ?3) AND account_id = ?1
+                   ORDER BY next_attempt_at LIMIT ?4)
+                 AND auto_retry = 1 AND created_at < ?5",
             )?
-            .execute(params![account_id, webhook_id, now])?;
+            .execute(params![account_id, webhook_id, now, limit as i64, cutoff])?;
             let mut claimed = {
                 let mut st = tx.prepare_cached(
                     "UPDATE deliveries SET lease_until = ?3 + ?5, lease_token = COALESCE(lease_token, 0) + 1
@@ -239,11 +254,12 @@ impl SqliteStore {
                        SELECT rowid FROM deliveries
                        WHERE webhook_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3
                          AND (lease_until IS NULL OR lease_until < ?3) AND account_id = ?1
+                         AND NOT (auto_retry = 1 AND created_at < ?6)
                        ORDER BY next_attempt_at LIMIT ?4)
                      RETURNING account_id, delivery_id, webhook_id, event_id, attempt_count, auto_retry,
                                created_at, lease_token",
                 )?;
-                st.query_map(params![account_id, webhook_id, now, limit as i64, lease_ms], |r| {
+                st.query_map(params![account_id, webhook_id, now, limit as i64, lease_ms, cutoff], |r| {
                     Ok(ClaimedDelivery {
                         account_id: r.get(0)?,
                         delivery_id: r.get(1)?,

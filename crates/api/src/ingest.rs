@@ -25,6 +25,9 @@ pub fn router() -> Router<AppState> {
 pub struct IngestJob {
     pub account_id: String,
     pub samples: Vec<Sample>,
+    /// Each sample's raw-log text (its JSON), encoded here on the blocking pool rather than
+    /// on the single aggregation thread; `bodies[i]` is `samples[i]`'s.
+    pub bodies: Vec<String>,
     pub received_ms: i64,
     /// Answered once the batch is durable (or failed to be).
     pub reply: oneshot::Sender<Result<IngestOutcome, IngestFailure>>,
@@ -77,11 +80,19 @@ pub async fn telemetry(
         max_sample_age_ms: state.config.max_sample_age_seconds * 1000,
     };
     // Parsing a 4 MiB batch takes milliseconds: keep it off the async workers.
-    let parsed = tokio::task::spawn_blocking(move || parse_batch(&bytes, format, now, &limits))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let samples = match parsed {
-        Ok(samples) => samples,
+    let parsed = tokio::task::spawn_blocking(move || {
+        parse_batch(&bytes, format, now, &limits).map(|samples| {
+            let bodies = samples
+                .iter()
+                .map(|s| serde_json::to_string(s).expect("samples serialize"))
+                .collect::<Vec<_>>();
+            (samples, bodies)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (samples, bodies) = match parsed {
+        Ok(parsed) => parsed,
         Err(IngestError::TooManySamples { count, max }) => {
             return Err(ApiError::TooLarge(format!(
                 "The batch holds {count} samples; the limit is {max}."
@@ -96,6 +107,7 @@ pub async fn telemetry(
     let job = IngestJob {
         account_id,
         samples,
+        bodies,
         received_ms: now,
         reply,
     };

@@ -195,7 +195,7 @@ impl Pipeline {
             };
             let interval_s = settings.aggregation_interval_seconds;
             let mut duplicates = 0;
-            for sample in &job.samples {
+            for (sample, body) in job.samples.iter().zip(job.bodies) {
                 let at = Arrival {
                     seq: self.next_seq,
                     received_ms: job.received_ms,
@@ -208,7 +208,6 @@ impl Pipeline {
                 {
                     Placement::Duplicate => duplicates += 1,
                     Placement::Store { route } => {
-                        let body = serde_json::to_string(sample).expect("samples serialize");
                         batch.samples.push((
                             self.next_seq,
                             SampleRow {

@@ -15,8 +15,8 @@
 //! thousands of open meetings the exact values dominated the server's resident set (32 KiB per
 //! field at the old cap of 4096). The cap is now 2 KiB, and the sketch is a dense array of `u32`
 //! counts over the buckets between the smallest and largest value seen: real fields span tens
-//! to a few hundred buckets (a kilobyte or so), and a validated one at most the 2,300 from the
-//! floor below to 100,000 (9 KiB).
+//! to a few hundred buckets (a kilobyte or so), and a validated one at most the 1,850 from the
+//! floor below to 100,000 (7.4 KB).
 
 use std::collections::BTreeMap;
 

@@ -2,6 +2,12 @@
 //! parsing arguments and printing; the work lives in `qss-server`, `qss-api`, `qss-store` and
 //! `qss-sim`.
 
+/// mimalloc: the aggregation thread frees what the request workers allocated (every parsed
+/// sample), which glibc's allocator serialises on its arenas; mimalloc frees across threads
+/// cheaply (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod demo;
 mod listen;

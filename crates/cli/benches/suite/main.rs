@@ -12,6 +12,12 @@
 //! `QSS_BENCH_EVENTS` (default `1000000,10000000`), `QSS_BENCH_PARTICIPANTS` (default
 //! `10000,100000`). A partial run writes its JSON to `<target>/bench-suite.json` only.
 
+/// mimalloc: the aggregation thread frees what the request workers allocated (every parsed
+/// sample), which glibc's allocator serialises on its arenas; mimalloc frees across threads
+/// cheaply (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 mod delivery;
 mod freshness;

@@ -499,7 +499,7 @@ impl SqliteStore {
             Ok(c.execute(
                 "INSERT INTO deliveries (account_id, delivery_id, webhook_id, event_id, event_type, status,
                                          next_attempt_at, created_at)
-                 SELECT account_id, 'dlv_' || lower(hex(randomblob(16))), ?2, id, event_type, 'pending', ?5, ?5
+                 SELECT account_id, 'dlv_' || printf('%012x', ?5) || lower(hex(randomblob(10))), ?2, id, event_type, 'pending', ?5, ?5
                  FROM events WHERE account_id = ?1 AND event_ts >= ?3 AND event_ts < ?4
                    AND event_type IN (SELECT value FROM json_each(?6))",
                 params![account_id, webhook_id, from, to, now, types],
@@ -552,7 +552,9 @@ fn cancel_pending(
 }
 
 /// Creates one pending delivery per subscription active now whose events include the
-/// event's type; called in the transaction that inserts the event.
+/// event's type; called in the transaction that inserts the event. Delivery ids start with the
+/// creation time (48 bits of milliseconds, then 80 random bits), so that inserts append to the
+/// primary-key index instead of splitting pages all over it.
 pub(super) fn create_deliveries(
     tx: &rusqlite::Transaction<'_>,
     account_id: &str,
@@ -564,7 +566,7 @@ pub(super) fn create_deliveries(
         .prepare_cached(
             "INSERT INTO deliveries (account_id, delivery_id, webhook_id, event_id, event_type, status,
                                      next_attempt_at, created_at)
-             SELECT account_id, 'dlv_' || lower(hex(randomblob(16))), webhook_id, ?2, ?3, 'pending', ?4, ?4
+             SELECT account_id, 'dlv_' || printf('%012x', ?4) || lower(hex(randomblob(10))), webhook_id, ?2, ?3, 'pending', ?4, ?4
              FROM webhooks WHERE account_id = ?1 AND status = 'active'
                AND ?3 IN (SELECT value FROM json_each(webhooks.events))",
         )?

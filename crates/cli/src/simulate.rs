@@ -15,6 +15,11 @@ use tokio::task::JoinSet;
 
 /// Requests in flight at once: enough to hide latency, few enough to stay polite.
 const IN_FLIGHT: usize = 4;
+/// A request answered 429 or 503 is sent again after its `Retry-After` this many times at
+/// most; only then are its samples counted as throttled (or failed).
+const MAX_RETRIES: u32 = 3;
+/// The longest `Retry-After` honoured; the default when the header is missing is 1 s.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Network {
@@ -165,12 +170,23 @@ impl Sender {
             let key = self.key.clone();
             self.tasks.spawn(async move {
                 let started = Instant::now();
-                let answer = post(&client, &endpoint, &key, body).await;
+                let mut retries = 0;
+                let answer = loop {
+                    let (answer, retry_after) = post(&client, &endpoint, &key, body.clone()).await;
+                    match answer {
+                        Answer::Status(429 | 503, _) if retries < MAX_RETRIES => {
+                            retries += 1;
+                            tokio::time::sleep(retry_after).await;
+                        }
+                        answer => break answer,
+                    }
+                };
                 drop(permit);
                 Outcome {
                     samples,
                     latency: started.elapsed(),
                     answer,
+                    retries,
                 }
             });
             self.collect_finished(report);
@@ -187,7 +203,13 @@ impl Sender {
     }
 }
 
-async fn post(client: &reqwest::Client, endpoint: &str, key: &str, body: Vec<u8>) -> Answer {
+/// One POST: how the server answered, and how long it asked to wait before trying again.
+async fn post(
+    client: &reqwest::Client,
+    endpoint: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> (Answer, Duration) {
     let response = client
         .post(endpoint)
         .bearer_auth(key)
@@ -197,9 +219,16 @@ async fn post(client: &reqwest::Client, endpoint: &str, key: &str, body: Vec<u8>
         .await;
     let response = match response {
         Ok(r) => r,
-        Err(e) => return Answer::Failed(format!("{e}")),
+        Err(e) => return (Answer::Failed(format!("{e}")), Duration::ZERO),
     };
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .min(MAX_RETRY_AFTER);
     let text = response.text().await.unwrap_or_default();
     if status == 202 {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -209,18 +238,25 @@ async fn post(client: &reqwest::Client, endpoint: &str, key: &str, body: Vec<u8>
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0)
         };
-        return Answer::Accepted {
+        let accepted = Answer::Accepted {
             accepted: count("accepted"),
             duplicates: count("duplicates"),
         };
+        return (accepted, retry_after);
     }
-    Answer::Status(status, text.chars().take(300).collect())
+    (
+        Answer::Status(status, text.chars().take(300).collect()),
+        retry_after,
+    )
 }
 
 struct Outcome {
     samples: usize,
+    /// From the first try to the final answer, waits for `Retry-After` included.
     latency: Duration,
     answer: Answer,
+    /// Tries after a 429 or 503.
+    retries: u32,
 }
 
 enum Answer {
@@ -244,6 +280,9 @@ struct Report {
     rejected_samples: u64,
     throttled_requests: u64,
     throttled_samples: u64,
+    /// Requests sent again after a 429 or 503, and how many times in all.
+    retried_requests: u64,
+    retries: u64,
     failed_requests: u64,
     failed_samples: u64,
     latencies: Vec<Duration>,
@@ -255,6 +294,10 @@ impl Report {
     fn record(&mut self, outcome: Outcome) {
         self.requests += 1;
         self.latencies.push(outcome.latency);
+        if outcome.retries > 0 {
+            self.retried_requests += 1;
+            self.retries += u64::from(outcome.retries);
+        }
         let samples = outcome.samples as u64;
         match outcome.answer {
             Answer::Accepted {
@@ -325,8 +368,12 @@ impl Report {
             self.rejected_samples, self.rejected_requests
         ));
         lines.push(format!(
-            "throttled {} samples in {} requests (429)",
+            "throttled {} samples in {} requests (429 after {MAX_RETRIES} retries)",
             self.throttled_samples, self.throttled_requests
+        ));
+        lines.push(format!(
+            "retried {} requests after 429 or 503 ({} retries, each after its Retry-After)",
+            self.retried_requests, self.retries
         ));
         lines.push(format!(
             "errors {} samples in {} requests (5xx or no answer)",
@@ -336,7 +383,7 @@ impl Report {
         sorted.sort();
         if let (Some(p50), Some(p99)) = (percentile(&sorted, 0.50), percentile(&sorted, 0.99)) {
             lines.push(format!(
-                "request latency p50 {:.1} ms, p99 {:.1} ms",
+                "request latency p50 {:.1} ms, p99 {:.1} ms (retries included)",
                 p50.as_secs_f64() * 1000.0,
                 p99.as_secs_f64() * 1000.0
             ));

@@ -10,6 +10,8 @@ pub enum StoreError {
     Locked(String),
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
 }
 
 impl StoreError {
@@ -26,6 +28,8 @@ impl StoreError {
                     | rusqlite::ErrorCode::CannotOpen
             ),
             StoreError::Io(_) => true,
+            // No SQLSTATE: the connection itself failed (refused, closed, timed out).
+            StoreError::Postgres(e) => e.code().is_none() || e.is_closed(),
             _ => false,
         }
     }

@@ -1,9 +1,12 @@
 //! Storage for qss. This is the only crate that contains SQL (ARCHITECTURE.md). The SQLite
 //! backend is the embedded default; its methods are blocking and are called from a dedicated
 //! writer thread (ingest and aggregation) or from `spawn_blocking` (API reads and admin writes).
+//! The PostgreSQL backend (SPEC 10, issue 5) is being built in `postgres`: so far its schema
+//! and migrations.
 
 mod error;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;

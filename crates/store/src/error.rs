@@ -12,6 +12,18 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("database error: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// No connection could be had (pool timed out or closed, server down).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 impl StoreError {
@@ -27,7 +39,7 @@ impl StoreError {
                     | rusqlite::ErrorCode::SystemIoFailure
                     | rusqlite::ErrorCode::CannotOpen
             ),
-            StoreError::Io(_) => true,
+            StoreError::Io(_) | StoreError::Unavailable(_) => true,
             // No SQLSTATE: the connection itself failed (refused, closed, timed out).
             StoreError::Postgres(e) => e.code().is_none() || e.is_closed(),
             _ => false,

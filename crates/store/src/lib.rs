@@ -1,17 +1,20 @@
 //! Storage for qss. This is the only crate that contains SQL (ARCHITECTURE.md). The SQLite
 //! backend is the embedded default; its methods are blocking and are called from a dedicated
 //! writer thread (ingest and aggregation) or from `spawn_blocking` (API reads and admin writes).
-//! The PostgreSQL backend (SPEC 10, issue 5) is being built in `postgres`: so far its schema
-//! and migrations.
+//! The PostgreSQL backend (SPEC 10, issue 5) is being built in `postgres`, and `Store`, the
+//! async interface over both, with it (docs/postgres-design.md).
 
 mod error;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
+mod store;
 
 pub use error::StoreError;
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::{MAX_WEBHOOKS, NewAccount, SqliteStore, WriteBatch};
+pub use store::Store;
 
 /// SHA-256 of a secret: how tokens, keys and client secrets are stored (SPEC 3.1).
 pub fn hash_secret(secret: &str) -> [u8; 32] {

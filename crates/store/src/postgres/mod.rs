@@ -1,6 +1,52 @@
 //! The PostgreSQL backend (SPEC 10): several stateless qss nodes on one database. Being built
-//! for issue 5; so far the schema and its migrations, which every node applies at start.
+//! for issue 5 (plan: docs/postgres-design.md). So far: the schema and its migrations, which
+//! every node applies at start, a connection pool, and the account operations (accounts,
+//! credentials, tokens, ingest keys, meta), each the same as `SqliteStore`'s.
 
+mod accounts;
 mod schema;
 
 pub use schema::{LATEST_VERSION, migrate};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::StoreError;
+
+/// A pool of connections to one PostgreSQL database, migrated to the latest schema.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects (at most `max_connections` at once) and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<PgStore, StoreError> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = PgStore { pool };
+        let mut c = store.client().await?;
+        migrate(&mut c).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}

@@ -6,6 +6,10 @@
 //! bookkeeping table itself is created under the same lock, since concurrent
 //! `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL's catalog unique indexes.
 //!
+//! Identifier and key columns use the "C" collation: they compare and sort byte by byte, as in
+//! SQLite, whatever the database's locale, so keyset pages come out in the same order and the
+//! indexes serve those comparisons.
+//!
 //! Until the backend ships (issue 5), step 1 may still change; after that, only new steps.
 
 use tokio_postgres::Client;
@@ -19,11 +23,11 @@ const MIGRATIONS: &[&str] = &[
     // 1: everything of SQLite's steps 1 and 2.
     r#"
     CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
+        key   TEXT COLLATE "C" PRIMARY KEY,
         value TEXT NOT NULL
     );
     CREATE TABLE accounts (
-        account_id TEXT PRIMARY KEY,
+        account_id TEXT COLLATE "C" PRIMARY KEY,
         name       TEXT NOT NULL,
         plan       TEXT NOT NULL,
         qss_addon  BOOLEAN NOT NULL,
@@ -32,8 +36,8 @@ const MIGRATIONS: &[&str] = &[
         deleted_at BIGINT
     );
     CREATE TABLE credentials (
-        account_id  TEXT NOT NULL,
-        client_id   TEXT NOT NULL,
+        account_id  TEXT COLLATE "C" NOT NULL,
+        client_id   TEXT COLLATE "C" NOT NULL,
         secret_hash BYTEA NOT NULL,
         scopes      TEXT NOT NULL,
         created_at  BIGINT NOT NULL,
@@ -42,8 +46,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX credentials_by_client ON credentials (client_id);
     CREATE TABLE ingest_keys (
-        account_id   TEXT NOT NULL,
-        key_id       TEXT NOT NULL,
+        account_id   TEXT COLLATE "C" NOT NULL,
+        key_id       TEXT COLLATE "C" NOT NULL,
         secret_hash  BYTEA NOT NULL,
         created_at   BIGINT NOT NULL,
         last_used_at BIGINT,
@@ -53,8 +57,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX ingest_keys_by_id ON ingest_keys (key_id);
     CREATE TABLE tokens (
         token_hash BYTEA PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        client_id  TEXT NOT NULL,
+        account_id TEXT COLLATE "C" NOT NULL,
+        client_id  TEXT COLLATE "C" NOT NULL,
         scopes     TEXT NOT NULL,
         expires_at BIGINT NOT NULL
     );
@@ -62,7 +66,7 @@ const MIGRATIONS: &[&str] = &[
     -- Raw samples in acceptance order; deliberately no secondary index.
     CREATE TABLE samples (
         seq         BIGINT PRIMARY KEY,
-        account_id  TEXT NOT NULL,
+        account_id  TEXT COLLATE "C" NOT NULL,
         received_ms BIGINT NOT NULL,
         ts          BIGINT NOT NULL,
         interval_s  INTEGER NOT NULL,
@@ -70,10 +74,10 @@ const MIGRATIONS: &[&str] = &[
         body        TEXT NOT NULL
     );
     CREATE TABLE instances (
-        account_id       TEXT NOT NULL,
-        instance_id      TEXT NOT NULL,
+        account_id       TEXT COLLATE "C" NOT NULL,
+        instance_id      TEXT COLLATE "C" NOT NULL,
         kind             TEXT NOT NULL,
-        series_id        TEXT NOT NULL,
+        series_id        TEXT COLLATE "C" NOT NULL,
         direction        TEXT,
         meeting_type     TEXT NOT NULL,
         first_seq        BIGINT NOT NULL,
@@ -89,15 +93,15 @@ const MIGRATIONS: &[&str] = &[
     -- can never become visible after a larger one.
     CREATE TABLE events (
         seq                 BIGINT PRIMARY KEY,
-        id                  TEXT NOT NULL,
-        account_id          TEXT NOT NULL,
+        id                  TEXT COLLATE "C" NOT NULL,
+        account_id          TEXT COLLATE "C" NOT NULL,
         event_type          TEXT NOT NULL,
         event_ts            BIGINT NOT NULL,
-        meeting_id          TEXT,
-        meeting_instance_id TEXT,
-        participant_id      TEXT,
-        call_id             TEXT,
-        dedup_key           TEXT NOT NULL,
+        meeting_id          TEXT COLLATE "C",
+        meeting_instance_id TEXT COLLATE "C",
+        participant_id      TEXT COLLATE "C",
+        call_id             TEXT COLLATE "C",
+        dedup_key           TEXT COLLATE "C" NOT NULL,
         body                TEXT NOT NULL
     );
     CREATE UNIQUE INDEX events_by_dedup ON events (account_id, dedup_key);
@@ -106,8 +110,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_instance ON events (account_id, meeting_instance_id, event_ts)
         WHERE meeting_instance_id IS NOT NULL;
     CREATE TABLE webhooks (
-        account_id            TEXT NOT NULL,
-        webhook_id            TEXT NOT NULL,
+        account_id            TEXT COLLATE "C" NOT NULL,
+        webhook_id            TEXT COLLATE "C" NOT NULL,
         url                   TEXT NOT NULL,
         events                TEXT NOT NULL,
         -- Signing needs the secret itself (an HMAC key), so it cannot be stored hashed.
@@ -124,10 +128,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, webhook_id)
     );
     CREATE TABLE deliveries (
-        account_id       TEXT NOT NULL,
-        delivery_id      TEXT NOT NULL,
-        webhook_id       TEXT NOT NULL,
-        event_id         TEXT NOT NULL,
+        account_id       TEXT COLLATE "C" NOT NULL,
+        delivery_id      TEXT COLLATE "C" NOT NULL,
+        webhook_id       TEXT COLLATE "C" NOT NULL,
+        event_id         TEXT COLLATE "C" NOT NULL,
         event_type       TEXT NOT NULL,
         status           TEXT NOT NULL,
         attempt_count    INTEGER NOT NULL DEFAULT 0,
@@ -146,8 +150,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_by_webhook ON deliveries (account_id, webhook_id, created_at, delivery_id);
     CREATE INDEX deliveries_by_event ON deliveries (account_id, event_id);
     CREATE TABLE attempts (
-        account_id    TEXT NOT NULL,
-        delivery_id   TEXT NOT NULL,
+        account_id    TEXT COLLATE "C" NOT NULL,
+        delivery_id   TEXT COLLATE "C" NOT NULL,
         n             INTEGER NOT NULL,
         at            BIGINT NOT NULL,
         http_status   INTEGER,

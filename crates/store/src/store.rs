@@ -1,0 +1,313 @@
+//! The storage interface (SPEC 10): one type over both backends, async (plan:
+//! docs/postgres-design.md). The SQLite arm runs the blocking `SqliteStore` on tokio's blocking
+//! pool; the PostgreSQL arm is native async. Callers still use `SqliteStore` directly while the
+//! operations move here; so far the account operations have.
+
+use std::sync::Arc;
+
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+use crate::{AccountRecord, IngestKeyRecord, NewAccount, Principal, StoreError};
+
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(PgStore),
+}
+
+/// Runs a blocking SQLite operation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    s: &Arc<SqliteStore>,
+    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+}
+
+impl Store {
+    pub async fn create_account(&self, new: &NewAccount<'_>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let account = new.account.clone();
+                let (client_id, client_secret_hash, scopes, key_id, key_secret_hash) = (
+                    new.client_id.to_owned(),
+                    new.client_secret_hash.to_vec(),
+                    new.scopes.to_owned(),
+                    new.key_id.to_owned(),
+                    new.key_secret_hash.to_vec(),
+                );
+                blocking(s, move |s| {
+                    s.create_account(&NewAccount {
+                        account: &account,
+                        client_id: &client_id,
+                        client_secret_hash: &client_secret_hash,
+                        scopes: &scopes,
+                        key_id: &key_id,
+                        key_secret_hash: &key_secret_hash,
+                    })
+                })
+                .await
+            }
+            Store::Postgres(p) => p.create_account(new).await,
+        }
+    }
+
+    pub async fn get_account(&self, account_id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let id = account_id.to_owned();
+                blocking(s, move |s| s.get_account(&id)).await
+            }
+            Store::Postgres(p) => p.get_account(account_id).await,
+        }
+    }
+
+    pub async fn list_accounts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let after = after.map(str::to_owned);
+                blocking(s, move |s| s.list_accounts(after.as_deref(), limit)).await
+            }
+            Store::Postgres(p) => p.list_accounts(after, limit).await,
+        }
+    }
+
+    pub async fn all_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.all_accounts()).await,
+            Store::Postgres(p) => p.all_accounts().await,
+        }
+    }
+
+    pub async fn update_account(&self, a: &AccountRecord) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let a = a.clone();
+                blocking(s, move |s| s.update_account(&a)).await
+            }
+            Store::Postgres(p) => p.update_account(a).await,
+        }
+    }
+
+    pub async fn delete_account(&self, account_id: &str, now: i64) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let id = account_id.to_owned();
+                blocking(s, move |s| s.delete_account(&id, now)).await
+            }
+            Store::Postgres(p) => p.delete_account(account_id, now).await,
+        }
+    }
+
+    pub async fn create_credentials(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        secret_hash: &[u8],
+        scopes: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, c, h, sc) = (
+                    account_id.to_owned(),
+                    client_id.to_owned(),
+                    secret_hash.to_vec(),
+                    scopes.to_owned(),
+                );
+                blocking(s, move |s| s.create_credentials(&a, &c, &h, &sc, now)).await
+            }
+            Store::Postgres(p) => {
+                p.create_credentials(account_id, client_id, secret_hash, scopes, now)
+                    .await
+            }
+        }
+    }
+
+    pub async fn revoke_credentials(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, c) = (account_id.to_owned(), client_id.to_owned());
+                blocking(s, move |s| s.revoke_credentials(&a, &c, now)).await
+            }
+            Store::Postgres(p) => p.revoke_credentials(account_id, client_id, now).await,
+        }
+    }
+
+    pub async fn verify_client(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        secret_hash: &[u8],
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, c, h) = (
+                    account_id.to_owned(),
+                    client_id.to_owned(),
+                    secret_hash.to_vec(),
+                );
+                blocking(s, move |s| s.verify_client(&a, &c, &h)).await
+            }
+            Store::Postgres(p) => p.verify_client(account_id, client_id, secret_hash).await,
+        }
+    }
+
+    pub async fn insert_token(
+        &self,
+        token_hash: &[u8],
+        account_id: &str,
+        client_id: &str,
+        scopes: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (h, a, c, sc) = (
+                    token_hash.to_vec(),
+                    account_id.to_owned(),
+                    client_id.to_owned(),
+                    scopes.to_owned(),
+                );
+                blocking(s, move |s| s.insert_token(&h, &a, &c, &sc, expires_at)).await
+            }
+            Store::Postgres(p) => {
+                p.insert_token(token_hash, account_id, client_id, scopes, expires_at)
+                    .await
+            }
+        }
+    }
+
+    pub async fn lookup_token(&self, token_hash: &[u8]) -> Result<Option<Principal>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let h = token_hash.to_vec();
+                blocking(s, move |s| s.lookup_token(&h)).await
+            }
+            Store::Postgres(p) => p.lookup_token(token_hash).await,
+        }
+    }
+
+    pub async fn purge_expired_tokens(&self, before: i64) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, move |s| s.purge_expired_tokens(before)).await,
+            Store::Postgres(p) => p.purge_expired_tokens(before).await,
+        }
+    }
+
+    pub async fn create_ingest_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        secret_hash: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, k, h) = (
+                    account_id.to_owned(),
+                    key_id.to_owned(),
+                    secret_hash.to_vec(),
+                );
+                blocking(s, move |s| s.create_ingest_key(&a, &k, &h, now)).await
+            }
+            Store::Postgres(p) => {
+                p.create_ingest_key(account_id, key_id, secret_hash, now)
+                    .await
+            }
+        }
+    }
+
+    pub async fn list_ingest_keys(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<IngestKeyRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let a = account_id.to_owned();
+                blocking(s, move |s| s.list_ingest_keys(&a)).await
+            }
+            Store::Postgres(p) => p.list_ingest_keys(account_id).await,
+        }
+    }
+
+    pub async fn revoke_ingest_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, k) = (account_id.to_owned(), key_id.to_owned());
+                blocking(s, move |s| s.revoke_ingest_key(&a, &k, now)).await
+            }
+            Store::Postgres(p) => p.revoke_ingest_key(account_id, key_id, now).await,
+        }
+    }
+
+    pub async fn lookup_ingest_key(
+        &self,
+        key_id: &str,
+        secret_hash: &[u8],
+    ) -> Result<Option<Principal>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (k, h) = (key_id.to_owned(), secret_hash.to_vec());
+                blocking(s, move |s| s.lookup_ingest_key(&k, &h)).await
+            }
+            Store::Postgres(p) => p.lookup_ingest_key(key_id, secret_hash).await,
+        }
+    }
+
+    pub async fn touch_ingest_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let used = used.to_vec();
+                blocking(s, move |s| s.touch_ingest_keys(&used)).await
+            }
+            Store::Postgres(p) => p.touch_ingest_keys(used).await,
+        }
+    }
+
+    pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let k = key.to_owned();
+                blocking(s, move |s| s.get_meta(&k)).await
+            }
+            Store::Postgres(p) => p.get_meta(key).await,
+        }
+    }
+
+    pub async fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (k, v) = (key.to_owned(), value.to_owned());
+                blocking(s, move |s| s.init_meta(&k, &v)).await
+            }
+            Store::Postgres(p) => p.init_meta(key, value).await,
+        }
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (k, v) = (key.to_owned(), value.to_owned());
+                blocking(s, move |s| s.set_meta(&k, &v)).await
+            }
+            Store::Postgres(p) => p.set_meta(key, value).await,
+        }
+    }
+}

@@ -1,13 +1,17 @@
 //! The storage interface (SPEC 10): one type over both backends, async (plan:
 //! docs/postgres-design.md). The SQLite arm runs the blocking `SqliteStore` on tokio's blocking
 //! pool; the PostgreSQL arm is native async. Callers still use `SqliteStore` directly while the
-//! operations move here; so far the account operations have.
+//! operations move here; so far the account operations, the aggregation's commit and recovery
+//! reads, and event pages have.
 
 use std::sync::Arc;
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
-use crate::{AccountRecord, IngestKeyRecord, NewAccount, Principal, StoreError};
+use crate::{
+    AccountRecord, EventQuery, EventRow, IngestKeyRecord, InstanceRow, NewAccount, Principal,
+    StoreError, StoredSample, WriteBatch,
+};
 
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -308,6 +312,86 @@ impl Store {
                 blocking(s, move |s| s.set_meta(&k, &v)).await
             }
             Store::Postgres(p) => p.set_meta(key, value).await,
+        }
+    }
+
+    pub async fn commit(&self, batch: &WriteBatch) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let batch = batch.clone();
+                blocking(s, move |s| s.commit(&batch)).await
+            }
+            Store::Postgres(p) => p.commit(batch).await,
+        }
+    }
+
+    pub async fn next_sample_seq(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.next_sample_seq()).await,
+            Store::Postgres(p) => p.next_sample_seq().await,
+        }
+    }
+
+    pub async fn replay_from(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.replay_from()).await,
+            Store::Postgres(p) => p.replay_from().await,
+        }
+    }
+
+    pub async fn samples_from(
+        &self,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredSample>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, move |s| s.samples_from(from, limit)).await,
+            Store::Postgres(p) => p.samples_from(from, limit).await,
+        }
+    }
+
+    pub async fn unfinished_instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.unfinished_instances()).await,
+            Store::Postgres(p) => p.unfinished_instances().await,
+        }
+    }
+
+    pub async fn closed_instances_since(&self, since: i64) -> Result<Vec<InstanceRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, move |s| s.closed_instances_since(since)).await,
+            Store::Postgres(p) => p.closed_instances_since(since).await,
+        }
+    }
+
+    pub async fn existing_dedup_keys(
+        &self,
+        account_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, keys) = (account_id.to_owned(), keys.to_vec());
+                blocking(s, move |s| s.existing_dedup_keys(&a, &keys)).await
+            }
+            Store::Postgres(p) => p.existing_dedup_keys(account_id, keys).await,
+        }
+    }
+
+    pub async fn max_event_seq(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.max_event_seq()).await,
+            Store::Postgres(p) => p.max_event_seq().await,
+        }
+    }
+
+    pub async fn list_events(&self, q: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let q = q.clone();
+                blocking(s, move |s| s.list_events(&q)).await
+            }
+            Store::Postgres(p) => p.list_events(q).await,
         }
     }
 }

@@ -91,6 +91,7 @@ const MIGRATIONS: &[&str] = &[
     -- seq is the commit order that page snapshots rely on; it is allocated inside the
     -- committing transaction while it holds the events advisory lock, so that a smaller seq
     -- can never become visible after a larger one.
+    CREATE SEQUENCE events_seq;
     CREATE TABLE events (
         seq                 BIGINT PRIMARY KEY,
         id                  TEXT COLLATE "C" NOT NULL,

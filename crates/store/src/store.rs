@@ -2,15 +2,16 @@
 //! docs/postgres-design.md). The SQLite arm runs the blocking `SqliteStore` on tokio's blocking
 //! pool; the PostgreSQL arm is native async. Callers still use `SqliteStore` directly while the
 //! operations move here; so far the account operations, the aggregation's commit and recovery
-//! reads, and event pages have.
+//! reads, event pages, and webhooks with their deliveries have.
 
 use std::sync::Arc;
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AccountRecord, EventQuery, EventRow, IngestKeyRecord, InstanceRow, NewAccount, Principal,
-    StoreError, StoredSample, WriteBatch,
+    AccountRecord, AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryRecord, EventQuery,
+    EventRow, IngestKeyRecord, InstanceRow, NewAccount, Principal, StoreError, StoredSample,
+    WebhookRecord, WriteBatch,
 };
 
 #[derive(Debug, Clone)]
@@ -392,6 +393,241 @@ impl Store {
                 blocking(s, move |s| s.list_events(&q)).await
             }
             Store::Postgres(p) => p.list_events(q).await,
+        }
+    }
+
+    pub async fn insert_webhook(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let w = w.clone();
+                blocking(s, move |s| s.insert_webhook(&w)).await
+            }
+            Store::Postgres(p) => p.insert_webhook(w).await,
+        }
+    }
+
+    pub async fn get_webhook(
+        &self,
+        account_id: &str,
+        webhook_id: &str,
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, w) = (account_id.to_owned(), webhook_id.to_owned());
+                blocking(s, move |s| s.get_webhook(&a, &w)).await
+            }
+            Store::Postgres(p) => p.get_webhook(account_id, webhook_id).await,
+        }
+    }
+
+    pub async fn list_webhooks(&self, account_id: &str) -> Result<Vec<WebhookRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let a = account_id.to_owned();
+                blocking(s, move |s| s.list_webhooks(&a)).await
+            }
+            Store::Postgres(p) => p.list_webhooks(account_id).await,
+        }
+    }
+
+    pub async fn webhooks_due_for_validation(
+        &self,
+        now: i64,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, move |s| s.webhooks_due_for_validation(now)).await,
+            Store::Postgres(p) => p.webhooks_due_for_validation(now).await,
+        }
+    }
+
+    pub async fn webhooks_with_due_work(&self, now: i64) -> Result<Vec<WebhookRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, move |s| s.webhooks_with_due_work(now)).await,
+            Store::Postgres(p) => p.webhooks_with_due_work(now).await,
+        }
+    }
+
+    pub async fn update_webhook(&self, w: &WebhookRecord) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let w = w.clone();
+                blocking(s, move |s| s.update_webhook(&w)).await
+            }
+            Store::Postgres(p) => p.update_webhook(w).await,
+        }
+    }
+
+    pub async fn delete_webhook(
+        &self,
+        account_id: &str,
+        webhook_id: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, w) = (account_id.to_owned(), webhook_id.to_owned());
+                blocking(s, move |s| s.delete_webhook(&a, &w)).await
+            }
+            Store::Postgres(p) => p.delete_webhook(account_id, webhook_id).await,
+        }
+    }
+
+    pub async fn claim_due(
+        &self,
+        account_id: &str,
+        webhook_id: &str,
+        now: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, w) = (account_id.to_owned(), webhook_id.to_owned());
+                blocking(s, move |s| s.claim_due(&a, &w, now, limit, lease_ms)).await
+            }
+            Store::Postgres(p) => {
+                p.claim_due(account_id, webhook_id, now, limit, lease_ms)
+                    .await
+            }
+        }
+    }
+
+    pub async fn release_claims(&self, claims: &[ClaimedDelivery]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let claims = claims.to_vec();
+                blocking(s, move |s| s.release_claims(&claims)).await
+            }
+            Store::Postgres(p) => p.release_claims(claims).await,
+        }
+    }
+
+    pub async fn record_attempts(&self, results: &[AttemptRecord]) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let results = results.to_vec();
+                blocking(s, move |s| s.record_attempts(&results)).await
+            }
+            Store::Postgres(p) => p.record_attempts(results).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_deliveries(
+        &self,
+        account_id: &str,
+        webhook_id: &str,
+        status: Option<&str>,
+        event_type: Option<&str>,
+        from: i64,
+        to: i64,
+        before: Option<(i64, String)>,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, w) = (account_id.to_owned(), webhook_id.to_owned());
+                let (st, et) = (status.map(str::to_owned), event_type.map(str::to_owned));
+                blocking(s, move |s| {
+                    s.list_deliveries(
+                        &a,
+                        &w,
+                        st.as_deref(),
+                        et.as_deref(),
+                        from,
+                        to,
+                        before,
+                        limit,
+                        now,
+                    )
+                })
+                .await
+            }
+            Store::Postgres(p) => {
+                p.list_deliveries(
+                    account_id, webhook_id, status, event_type, from, to, before, limit, now,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn get_delivery(
+        &self,
+        account_id: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: i64,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRow>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, w, d) = (
+                    account_id.to_owned(),
+                    webhook_id.to_owned(),
+                    delivery_id.to_owned(),
+                );
+                blocking(s, move |s| s.get_delivery(&a, &w, &d, now)).await
+            }
+            Store::Postgres(p) => {
+                p.get_delivery(account_id, webhook_id, delivery_id, now)
+                    .await
+            }
+        }
+    }
+
+    pub async fn retry_delivery(
+        &self,
+        account_id: &str,
+        delivery_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, d) = (account_id.to_owned(), delivery_id.to_owned());
+                blocking(s, move |s| s.retry_delivery(&a, &d, now)).await
+            }
+            Store::Postgres(p) => p.retry_delivery(account_id, delivery_id, now).await,
+        }
+    }
+
+    pub async fn replay(
+        &self,
+        account_id: &str,
+        webhook_id: &str,
+        types: &[String],
+        from: i64,
+        to: i64,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, w, t) = (account_id.to_owned(), webhook_id.to_owned(), types.to_vec());
+                blocking(s, move |s| s.replay(&a, &w, &t, from, to, now)).await
+            }
+            Store::Postgres(p) => p.replay(account_id, webhook_id, types, from, to, now).await,
+        }
+    }
+
+    pub async fn count_events(
+        &self,
+        account_id: &str,
+        types: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (a, t) = (account_id.to_owned(), types.to_vec());
+                blocking(s, move |s| s.count_events(&a, &t, from, to)).await
+            }
+            Store::Postgres(p) => p.count_events(account_id, types, from, to).await,
+        }
+    }
+
+    pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.pending_deliveries()).await,
+            Store::Postgres(p) => p.pending_deliveries().await,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The storage conformance suite (issue 5): the same checks, through `Store`, on a fresh SQLite
 //! file and on a fresh PostgreSQL database of a throwaway cluster (skipped, saying so, where
 //! PostgreSQL is not installed; always run in CI). So far: the account operations, the
-//! aggregation's commit and recovery reads, and event pages.
+//! aggregation's commit and recovery reads, event pages, and webhooks with their deliveries.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,8 +9,9 @@ use std::sync::Arc;
 use qss_domain::{Plan, Settings};
 use qss_pgtest::PgCluster;
 use qss_store::{
-    AccountRecord, EventQuery, InstanceRow, InstanceStatus, NewAccount, NewEvent, PgStore,
-    SampleRow, SqliteStore, Store, WriteBatch, hash_secret,
+    AccountRecord, AttemptRecord, AttemptRow, ClaimedDelivery, EventQuery, InstanceRow,
+    InstanceStatus, NewAccount, NewEvent, PgStore, SampleRow, SqliteStore, Store, WebhookRecord,
+    WriteBatch, hash_secret,
 };
 
 /// Runs `check` on SQLite, then on PostgreSQL where it is installed.
@@ -496,6 +497,268 @@ async fn the_sample_log_instances_and_watermark_rebuild_state() {
                     .unwrap()
                     .is_empty()
             );
+        },
+    )
+    .await;
+}
+
+fn webhook(account: &str, id: &str, events: &[&str], created_at: i64) -> WebhookRecord {
+    WebhookRecord {
+        account_id: account.into(),
+        webhook_id: id.into(),
+        url: format!("https://example.invalid/{id}"),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        secret: "s".repeat(20),
+        previous_secret: None,
+        previous_secret_until: None,
+        status: "active".into(),
+        description: None,
+        max_age_seconds: Some(3_600),
+        created_at,
+        validated_at: Some(created_at),
+        next_validation_at: Some(created_at + 1_000),
+        validation_failures: 0,
+    }
+}
+
+fn attempt(claim: &ClaimedDelivery, at: i64, http: u16, status: &'static str) -> AttemptRecord {
+    AttemptRecord {
+        claim: claim.clone(),
+        attempt: AttemptRow {
+            at,
+            http_status: Some(http),
+            error: (http >= 300).then(|| "http_status".to_string()),
+            duration_ms: 12,
+            response_body: format!("answer {http}"),
+        },
+        status,
+        next_attempt_at: (status == "pending").then_some(at + 300_000),
+        disable_webhook: false,
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_created_with_events_claimed_once_recorded_under_their_lease() {
+    on_both(
+        "deliveries_are_created_with_events_claimed_once_recorded_under_their_lease",
+        |store| async move {
+            const C: &str = "qss.phone_call_qos";
+            const P: &str = "qss.meeting_participant_qos";
+            create(&store, "acct", "s", "k").await;
+            for i in 0..20 {
+                let w = webhook("acct", &format!("wh_{i:02}"), &[P], 10 + i);
+                assert!(store.insert_webhook(&w).await.unwrap());
+            }
+            assert!(
+                !store
+                    .insert_webhook(&webhook("acct", "wh_21", &[C], 99))
+                    .await
+                    .unwrap(),
+                "20 at most"
+            );
+            let list = store.list_webhooks("acct").await.unwrap();
+            assert_eq!(list.len(), 20);
+            assert_eq!(list[0].webhook_id, "wh_00");
+            for i in 1..20 {
+                assert!(
+                    store
+                        .delete_webhook("acct", &format!("wh_{i:02}"))
+                        .await
+                        .unwrap()
+                );
+            }
+            assert!(!store.delete_webhook("acct", "wh_01").await.unwrap());
+            assert!(
+                store
+                    .insert_webhook(&webhook("acct", "wh_c", &[C], 50))
+                    .await
+                    .unwrap()
+            );
+            let mut paused = webhook("acct", "wh_p", &[C], 60);
+            paused.status = "paused".into();
+            assert!(store.insert_webhook(&paused).await.unwrap());
+            assert_eq!(
+                store.get_webhook("acct", "wh_c").await.unwrap(),
+                Some(webhook("acct", "wh_c", &[C], 50))
+            );
+            assert_eq!(
+                store
+                    .webhooks_due_for_validation(1_055)
+                    .await
+                    .unwrap()
+                    .len(),
+                2,
+                "wh_00 and wh_c"
+            );
+
+            // Events create deliveries for the active subscriptions of their type only.
+            let batch = WriteBatch {
+                events: vec![
+                    event("acct", 1_000, "ev_1", "k1", C, None),
+                    event("acct", 1_001, "ev_2", "k2", C, None),
+                    event("acct", 1_002, "ev_3", "k3", P, None),
+                ],
+                ..Default::default()
+            };
+            assert_eq!(store.commit(&batch).await.unwrap(), 3);
+            assert_eq!(
+                store.pending_deliveries().await.unwrap(),
+                3,
+                "2 to wh_c, 1 to wh_00"
+            );
+            let due: Vec<String> = store
+                .webhooks_with_due_work(2_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|w| w.webhook_id)
+                .collect();
+            assert_eq!(due.len(), 2, "{due:?}");
+
+            // A claim leases; a second claim meanwhile gets nothing.
+            let claimed = store
+                .claim_due("acct", "wh_c", 2_000, 10, 30_000)
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), 2);
+            assert_eq!(claimed[0].event_id, "ev_1");
+            assert_eq!(claimed[0].body.as_deref(), Some(r#"{"id":"ev_1"}"#));
+            assert_eq!(claimed[0].attempt_count, 0);
+            assert!(
+                store
+                    .claim_due("acct", "wh_c", 2_001, 10, 30_000)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+
+            // Results land only under their lease: first a 500 (retry later), then a stale one.
+            let recorded = store
+                .record_attempts(&[
+                    attempt(&claimed[0], 2_100, 500, "pending"),
+                    attempt(&claimed[1], 2_100, 200, "succeeded"),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(recorded, 2);
+            let stale = store
+                .record_attempts(&[attempt(&claimed[1], 2_200, 200, "succeeded")])
+                .await
+                .unwrap();
+            assert_eq!(stale, 0, "no lease, no record");
+            let (d, attempts) = store
+                .get_delivery("acct", "wh_c", &claimed[0].delivery_id, 2_300)
+                .await
+                .unwrap()
+                .expect("stored");
+            assert_eq!(
+                (d.status.as_str(), d.attempt_count, d.next_attempt_at),
+                ("pending", 1, Some(302_100))
+            );
+            assert!(!d.in_flight);
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].http_status, Some(500));
+            assert_eq!(attempts[0].response_body, "answer 500");
+            assert!(
+                store
+                    .claim_due("acct", "wh_c", 3_000, 10, 30_000)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "not due yet"
+            );
+
+            // Manual retry makes it due now; a re-claim carries a new fencing token.
+            assert!(
+                store
+                    .retry_delivery("acct", &claimed[0].delivery_id, 4_000)
+                    .await
+                    .unwrap()
+            );
+            let again = store
+                .claim_due("acct", "wh_c", 4_000, 10, 30_000)
+                .await
+                .unwrap();
+            assert_eq!(again.len(), 1);
+            assert!(again[0].lease_token > claimed[0].lease_token);
+            assert!(
+                !store
+                    .retry_delivery("acct", &claimed[0].delivery_id, 4_001)
+                    .await
+                    .unwrap(),
+                "in flight"
+            );
+            store.release_claims(&again).await.unwrap();
+            assert_eq!(
+                store
+                    .claim_due("acct", "wh_c", 4_002, 10, 30_000)
+                    .await
+                    .unwrap()
+                    .len(),
+                1,
+                "released"
+            );
+
+            let log = store
+                .list_deliveries("acct", "wh_c", None, None, 0, 10_000, None, 10, 5_000)
+                .await
+                .unwrap();
+            assert_eq!(log.len(), 2);
+            assert!(log[0].created_at >= log[1].created_at, "newest first");
+            let succeeded = store
+                .list_deliveries(
+                    "acct",
+                    "wh_c",
+                    Some("succeeded"),
+                    None,
+                    0,
+                    10_000,
+                    None,
+                    10,
+                    5_000,
+                )
+                .await
+                .unwrap();
+            assert_eq!(succeeded.len(), 1);
+            assert_eq!(succeeded[0].event_id, "ev_2");
+
+            // Replay: new deliveries of stored events to one subscription.
+            let types = vec![C.to_string()];
+            assert_eq!(
+                store.count_events("acct", &types, 0, 10_000).await.unwrap(),
+                2
+            );
+            assert_eq!(
+                store
+                    .replay("acct", "wh_c", &types, 0, 1_001, 6_000)
+                    .await
+                    .unwrap(),
+                1
+            );
+
+            // Disabling cancels what is pending; deleting the account disables everything.
+            let mut w = store.get_webhook("acct", "wh_c").await.unwrap().unwrap();
+            w.status = "disabled".into();
+            assert!(store.update_webhook(&w).await.unwrap());
+            assert!(
+                store
+                    .webhooks_with_due_work(10_000)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .all(|w| w.webhook_id != "wh_c")
+            );
+            assert!(store.delete_account("acct", 7_000).await.unwrap());
+            assert_eq!(
+                store
+                    .get_webhook("acct", "wh_00")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status,
+                "disabled"
+            );
+            assert_eq!(store.pending_deliveries().await.unwrap(), 0);
         },
     )
     .await;

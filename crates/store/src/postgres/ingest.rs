@@ -26,7 +26,7 @@ impl PgStore {
                 )
                 .await?;
             for (seq, s) in &batch.samples {
-                let interval = s.interval_s as i32;
+                let interval = i64::from(s.interval_s);
                 tx.execute(
                     &st,
                     &[
@@ -156,14 +156,15 @@ impl PgStore {
             .await?;
         rows.iter()
             .map(|r| {
-                let interval: i32 = r.try_get(4)?;
+                let interval: i64 = r.try_get(4)?;
                 Ok(StoredSample {
                     seq: r.try_get(0)?,
                     row: SampleRow {
                         account_id: r.try_get(1)?,
                         received_ms: r.try_get(2)?,
                         ts: r.try_get(3)?,
-                        interval_s: interval as u32,
+                        interval_s: u32::try_from(interval)
+                            .map_err(|_| StoreError::Corrupt(format!("interval {interval}")))?,
                         route: r.try_get(5)?,
                         body: r.try_get(6)?,
                     },

@@ -1,13 +1,14 @@
 //! The PostgreSQL backend (SPEC 10): several stateless qss nodes on one database. Being built
 //! for issue 5 (plan: docs/postgres-design.md). So far: the schema and its migrations, which
 //! every node applies at start, a connection pool, the account operations (accounts,
-//! credentials, tokens, ingest keys, meta), the aggregation's commit and recovery reads, and
-//! event pages; each the same as `SqliteStore`'s.
+//! credentials, tokens, ingest keys, meta), the aggregation's commit and recovery reads, event
+//! pages, and webhooks with their deliveries; each the same as `SqliteStore`'s.
 
 mod accounts;
 mod events;
 mod ingest;
 mod schema;
+mod webhooks;
 
 pub use schema::{LATEST_VERSION, migrate};
 

@@ -69,7 +69,7 @@ const MIGRATIONS: &[&str] = &[
         account_id  TEXT COLLATE "C" NOT NULL,
         received_ms BIGINT NOT NULL,
         ts          BIGINT NOT NULL,
-        interval_s  INTEGER NOT NULL,
+        interval_s  BIGINT NOT NULL,
         route       TEXT NOT NULL,
         body        TEXT NOT NULL
     );
@@ -125,7 +125,7 @@ const MIGRATIONS: &[&str] = &[
         created_at            BIGINT NOT NULL,
         validated_at          BIGINT,
         next_validation_at    BIGINT,
-        validation_failures   INTEGER NOT NULL DEFAULT 0,
+        validation_failures   BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (account_id, webhook_id)
     );
     CREATE TABLE deliveries (
@@ -135,14 +135,14 @@ const MIGRATIONS: &[&str] = &[
         event_id         TEXT COLLATE "C" NOT NULL,
         event_type       TEXT NOT NULL,
         status           TEXT NOT NULL,
-        attempt_count    INTEGER NOT NULL DEFAULT 0,
+        attempt_count    BIGINT NOT NULL DEFAULT 0,
         next_attempt_at  BIGINT,
         auto_retry       BOOLEAN NOT NULL DEFAULT TRUE,
         lease_until      BIGINT,
         lease_token      BIGINT,
         created_at       BIGINT NOT NULL,
         last_attempt_at  BIGINT,
-        last_http_status INTEGER,
+        last_http_status BIGINT,
         last_error       TEXT,
         last_duration_ms BIGINT,
         PRIMARY KEY (account_id, delivery_id)
@@ -153,9 +153,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE attempts (
         account_id    TEXT COLLATE "C" NOT NULL,
         delivery_id   TEXT COLLATE "C" NOT NULL,
-        n             INTEGER NOT NULL,
+        n             BIGINT NOT NULL,
         at            BIGINT NOT NULL,
-        http_status   INTEGER,
+        http_status   BIGINT,
         error         TEXT,
         duration_ms   BIGINT NOT NULL,
         response_body TEXT NOT NULL,

@@ -16,6 +16,9 @@ pub use postgres::PgStore;
 pub use sqlite::{MAX_WEBHOOKS, NewAccount, SqliteStore, WriteBatch};
 pub use store::Store;
 
+/// Most rows one retention statement deletes (SPEC 10), on either backend.
+pub const RETENTION_BATCH: usize = 5000;
+
 /// SHA-256 of a secret: how tokens, keys and client secrets are stored (SPEC 3.1).
 pub fn hash_secret(secret: &str) -> [u8; 32] {
     use sha2::Digest;

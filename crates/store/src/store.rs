@@ -1,9 +1,9 @@
 //! The storage interface (SPEC 10): one type over both backends, async (plan:
 //! docs/postgres-design.md). The SQLite arm runs the blocking `SqliteStore` on tokio's blocking
-//! pool; the PostgreSQL arm is native async. Callers still use `SqliteStore` directly while the
-//! operations move here; so far the account operations, the aggregation's commit and recovery
-//! reads, event pages, and webhooks with their deliveries have.
+//! pool; the PostgreSQL arm is native async. Every store operation is here; the server, API and
+//! dispatcher still call `SqliteStore` directly until they move onto this type.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::postgres::PgStore;
@@ -628,6 +628,65 @@ impl Store {
         match self {
             Store::Sqlite(s) => blocking(s, |s| s.pending_deliveries()).await,
             Store::Postgres(p) => p.pending_deliveries().await,
+        }
+    }
+
+    pub async fn delete_old_events(
+        &self,
+        account_id: &str,
+        before: i64,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let a = account_id.to_owned();
+                blocking(s, move |s| s.delete_old_events(&a, before)).await
+            }
+            Store::Postgres(p) => p.delete_old_events(account_id, before).await,
+        }
+    }
+
+    pub async fn delete_finished_instances(&self, before: i64) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, move |s| s.delete_finished_instances(before)).await,
+            Store::Postgres(p) => p.delete_finished_instances(before).await,
+        }
+    }
+
+    pub async fn delete_old_deliveries(&self, before: i64) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, move |s| s.delete_old_deliveries(before)).await,
+            Store::Postgres(p) => p.delete_old_deliveries(before).await,
+        }
+    }
+
+    pub async fn deleted_accounts(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.deleted_accounts()).await,
+            Store::Postgres(p) => p.deleted_accounts().await,
+        }
+    }
+
+    pub async fn purge_account_batch(&self, account_id: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let a = account_id.to_owned();
+                blocking(s, move |s| s.purge_account_batch(&a)).await
+            }
+            Store::Postgres(p) => p.purge_account_batch(account_id).await,
+        }
+    }
+
+    pub async fn delete_old_samples(
+        &self,
+        cutoffs: &HashMap<String, i64>,
+        keep_from: i64,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let cutoffs = cutoffs.clone();
+                blocking(s, move |s| s.delete_old_samples(&cutoffs, keep_from)).await
+            }
+            Store::Postgres(p) => p.delete_old_samples(cutoffs, keep_from).await,
         }
     }
 }

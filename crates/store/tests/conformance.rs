@@ -1,8 +1,10 @@
 //! The storage conformance suite (issue 5): the same checks, through `Store`, on a fresh SQLite
 //! file and on a fresh PostgreSQL database of a throwaway cluster (skipped, saying so, where
 //! PostgreSQL is not installed; always run in CI). So far: the account operations, the
-//! aggregation's commit and recovery reads, event pages, and webhooks with their deliveries.
+//! aggregation's commit and recovery reads, event pages, webhooks with their deliveries, and
+//! retention.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -759,6 +761,178 @@ async fn deliveries_are_created_with_events_claimed_once_recorded_under_their_le
                 "disabled"
             );
             assert_eq!(store.pending_deliveries().await.unwrap(), 0);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn retention_removes_old_events_and_samples_in_batches_but_keeps_what_replay_needs() {
+    on_both(
+        "retention_removes_old_events_and_samples_in_batches_but_keeps_what_replay_needs",
+        |store| async move {
+            const C: &str = "qss.phone_call_qos";
+            let day = 86_400_000;
+            let events = (0..12_000)
+                .map(|i| {
+                    let key = format!("k{i}");
+                    event(
+                        "a",
+                        i64::from(i % 2) * 10 * day + i64::from(i),
+                        &key,
+                        &key,
+                        C,
+                        None,
+                    )
+                })
+                .collect();
+            let samples = (1..=100)
+                .map(|i| (i, sample_row(if i <= 60 { 0 } else { 10 * day })))
+                .collect();
+            store
+                .commit(&WriteBatch {
+                    events,
+                    samples,
+                    replay_from: Some(51),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+
+            let cutoff = 5 * day;
+            let mut deleted = 0;
+            while let n @ 1.. = store.delete_old_events("a", cutoff).await.unwrap() {
+                assert!(n <= 5_000, "batches of 5,000 at most");
+                deleted += n;
+            }
+            assert_eq!(deleted, 6_000);
+            let cutoffs = HashMap::from([("a".to_string(), cutoff)]);
+            let keep_from = store.replay_from().await.unwrap();
+            let mut gone = 0;
+            while let n @ 1.. = store.delete_old_samples(&cutoffs, keep_from).await.unwrap() {
+                gone += n;
+            }
+            // Samples 1..=50 are old and below the watermark; 51..=60 are old but still needed.
+            assert_eq!(gone, 50);
+            assert_eq!(
+                store
+                    .samples_from(0, 1_000)
+                    .await
+                    .unwrap()
+                    .first()
+                    .unwrap()
+                    .seq,
+                51
+            );
+
+            // Closed instances that ended long ago go too; open ones stay.
+            let batch = WriteBatch {
+                instances: vec![
+                    instance("mi_old", 1, InstanceStatus::Closed, Some(1_000)),
+                    instance("mi_open", 2, InstanceStatus::Open, None),
+                ],
+                ..Default::default()
+            };
+            store.commit(&batch).await.unwrap();
+            assert_eq!(store.delete_finished_instances(cutoff).await.unwrap(), 1);
+            assert_eq!(store.unfinished_instances().await.unwrap().len(), 1);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn retention_keeps_an_event_with_a_pending_delivery_then_trims_the_delivery_log() {
+    on_both(
+        "retention_keeps_an_event_with_a_pending_delivery_then_trims_the_delivery_log",
+        |store| async move {
+            const C: &str = "qss.phone_call_qos";
+            create(&store, "a", "s", "k").await;
+            assert!(
+                store
+                    .insert_webhook(&webhook("a", "wh_1", &[C], 0))
+                    .await
+                    .unwrap()
+            );
+            let batch = WriteBatch {
+                events: vec![event("a", 1_000, "ev", "k", C, None)],
+                ..Default::default()
+            };
+            store.commit(&batch).await.unwrap();
+            assert_eq!(
+                store.delete_old_events("a", 10_000).await.unwrap(),
+                0,
+                "a pending delivery keeps its event"
+            );
+
+            let claimed = store
+                .claim_due("a", "wh_1", 2_000, 10, 30_000)
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), 1);
+            let record = attempt(&claimed[0], 2_000, 200, "succeeded");
+            assert_eq!(
+                store
+                    .record_attempts(std::slice::from_ref(&record))
+                    .await
+                    .unwrap(),
+                1
+            );
+            // A finished delivery is never overwritten, even under the lease that claimed it.
+            assert_eq!(store.record_attempts(&[record]).await.unwrap(), 0);
+
+            assert_eq!(store.delete_old_events("a", 10_000).await.unwrap(), 1);
+            assert_eq!(store.delete_old_deliveries(10_000).await.unwrap(), 1);
+            assert!(
+                store
+                    .get_delivery("a", "wh_1", &claimed[0].delivery_id, 3_000)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_account_is_purged_in_batches() {
+    on_both(
+        "a_deleted_account_is_purged_in_batches",
+        |store| async move {
+            const C: &str = "qss.phone_call_qos";
+            create(&store, "gone", "s", "k").await;
+            create(&store, "kept", "s", "k2").await;
+            let events = (0..6_000)
+                .map(|i| {
+                    let key = format!("k{i}");
+                    event(
+                        if i < 5_500 { "gone" } else { "kept" },
+                        i,
+                        &key,
+                        &key,
+                        C,
+                        None,
+                    )
+                })
+                .collect();
+            store
+                .commit(&WriteBatch {
+                    events,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(store.delete_account("gone", 10).await.unwrap());
+            assert_eq!(store.deleted_accounts().await.unwrap(), ["gone"]);
+            assert_eq!(store.purge_account_batch("gone").await.unwrap(), 5_000);
+            assert_eq!(store.purge_account_batch("gone").await.unwrap(), 500);
+            assert_eq!(store.purge_account_batch("gone").await.unwrap(), 0);
+            assert_eq!(
+                store.list_events(&query("kept")).await.unwrap().len(),
+                100,
+                "page of 100"
+            );
         },
     )
     .await;

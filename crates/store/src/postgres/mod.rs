@@ -1,12 +1,12 @@
 //! The PostgreSQL backend (SPEC 10): several stateless qss nodes on one database. Being built
-//! for issue 5 (plan: docs/postgres-design.md). So far: the schema and its migrations, which
-//! every node applies at start, a connection pool, the account operations (accounts,
-//! credentials, tokens, ingest keys, meta), the aggregation's commit and recovery reads, event
-//! pages, and webhooks with their deliveries; each the same as `SqliteStore`'s.
+//! for issue 5 (plan: docs/postgres-design.md). The schema and its migrations, which every node
+//! applies at start, a connection pool, and every operation of `SqliteStore` with the same
+//! behaviour (the conformance suite checks both); the server does not use it yet.
 
 mod accounts;
 mod events;
 mod ingest;
+mod retention;
 mod schema;
 mod webhooks;
 

@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use rusqlite::params;
 
 use super::SqliteStore;
-use crate::StoreError;
-
-pub const RETENTION_BATCH: usize = 5000;
+use crate::{RETENTION_BATCH, StoreError};
 
 impl SqliteStore {
     /// Deletes up to one batch of an account's events older than `before`, except those with a

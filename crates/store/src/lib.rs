@@ -4,6 +4,7 @@
 //! The PostgreSQL backend (SPEC 10, issue 5) is being built in `postgres`, and `Store`, the
 //! async interface over both, with it (docs/postgres-design.md).
 
+mod columns;
 mod error;
 pub mod model;
 pub mod postgres;

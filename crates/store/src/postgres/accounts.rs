@@ -5,9 +5,8 @@ use qss_domain::{Plan, Settings};
 use tokio_postgres::Row;
 
 use super::PgStore;
+use crate::columns::ACCOUNT_COLUMNS;
 use crate::{AccountRecord, IngestKeyRecord, NewAccount, Principal, StoreError, hashes_equal};
-
-const ACCOUNT_COLUMNS: &str = "account_id, name, plan, qss_addon, created_at, settings";
 
 fn account_from_row(r: &Row) -> Result<AccountRecord, StoreError> {
     let account_id: String = r.try_get(0)?;

@@ -6,14 +6,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
+use crate::columns::{DELIVERY_COLUMNS, DeliveryColumns, WEBHOOK_COLUMNS, events_json};
 use crate::sqlite::MAX_WEBHOOKS;
 use crate::{
     AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryRecord, StoreError, WebhookRecord,
 };
-
-const WEBHOOK_COLUMNS: &str = "account_id, webhook_id, url, events, secret, previous_secret,
-    previous_secret_until, status, description, max_age_seconds, created_at, validated_at,
-    next_validation_at, validation_failures";
 
 fn webhook_from_row(r: &Row) -> Result<WebhookRecord, StoreError> {
     let events: String = r.try_get(3)?;
@@ -35,20 +32,8 @@ fn webhook_from_row(r: &Row) -> Result<WebhookRecord, StoreError> {
     })
 }
 
-fn events_json(events: &[String]) -> String {
-    serde_json::to_string(events).expect("strings serialize")
-}
-
-const DELIVERY_COLUMNS: &str =
-    "delivery_id, webhook_id, event_id, event_type, status, attempt_count,
-    next_attempt_at, created_at, lease_until, last_attempt_at, last_http_status, last_error,
-    last_duration_ms";
-
 fn delivery_from_row(r: &Row, now: i64) -> Result<DeliveryRecord, StoreError> {
-    let lease_until: Option<i64> = r.try_get(8)?;
-    let last_at: Option<i64> = r.try_get(9)?;
-    let last_status: Option<i64> = r.try_get(10)?;
-    Ok(DeliveryRecord {
+    Ok(DeliveryColumns {
         delivery_id: r.try_get(0)?,
         webhook_id: r.try_get(1)?,
         event_id: r.try_get(2)?,
@@ -57,18 +42,13 @@ fn delivery_from_row(r: &Row, now: i64) -> Result<DeliveryRecord, StoreError> {
         attempt_count: r.try_get(5)?,
         next_attempt_at: r.try_get(6)?,
         created_at: r.try_get(7)?,
-        in_flight: lease_until.is_some_and(|l| l >= now),
-        last_attempt: match last_at {
-            Some(at) => Some(AttemptRow {
-                at,
-                http_status: last_status.map(|s| s as u16),
-                error: r.try_get(11)?,
-                duration_ms: r.try_get::<_, Option<i64>>(12)?.unwrap_or(0),
-                response_body: String::new(),
-            }),
-            None => None,
-        },
-    })
+        lease_until: r.try_get(8)?,
+        last_attempt_at: r.try_get(9)?,
+        last_http_status: r.try_get(10)?,
+        last_error: r.try_get(11)?,
+        last_duration_ms: r.try_get(12)?,
+    }
+    .into_record(now))
 }
 
 /// Statement parameters.

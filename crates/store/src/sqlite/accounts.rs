@@ -4,6 +4,7 @@ use qss_domain::{Plan, Settings};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
+use crate::columns::ACCOUNT_COLUMNS;
 use crate::{AccountRecord, IngestKeyRecord, Principal, StoreError, hashes_equal};
 
 /// A new account with its first credentials and ingest key, written in one transaction.
@@ -38,8 +39,6 @@ fn finish_account((mut a, settings): (AccountRecord, String)) -> Result<AccountR
         .map_err(|e| StoreError::Corrupt(format!("settings of {}: {e}", a.account_id)))?;
     Ok(a)
 }
-
-const ACCOUNT_COLUMNS: &str = "account_id, name, plan, qss_addon, created_at, settings";
 
 impl SqliteStore {
     pub fn create_account(&self, new: &NewAccount<'_>) -> Result<(), StoreError> {

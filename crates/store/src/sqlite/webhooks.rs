@@ -8,16 +8,13 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
+use crate::columns::{DELIVERY_COLUMNS, DeliveryColumns, WEBHOOK_COLUMNS, events_json};
 use crate::{
     AttemptRecord, AttemptRow, ClaimedDelivery, DeliveryRecord, StoreError, WebhookRecord,
 };
 
 /// Most subscriptions per account (SPEC 7.1).
 pub const MAX_WEBHOOKS: i64 = 20;
-
-const WEBHOOK_COLUMNS: &str = "account_id, webhook_id, url, events, secret, previous_secret,
-    previous_secret_until, status, description, max_age_seconds, created_at, validated_at,
-    next_validation_at, validation_failures";
 
 fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRecord> {
     let events: String = r.get(3)?;
@@ -39,20 +36,8 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRecord> {
     })
 }
 
-fn events_json(events: &[String]) -> String {
-    serde_json::to_string(events).expect("strings serialize")
-}
-
-const DELIVERY_COLUMNS: &str =
-    "delivery_id, webhook_id, event_id, event_type, status, attempt_count,
-    next_attempt_at, created_at, lease_until, last_attempt_at, last_http_status, last_error,
-    last_duration_ms";
-
 fn delivery_from_row(r: &Row<'_>, now: i64) -> rusqlite::Result<DeliveryRecord> {
-    let lease_until: Option<i64> = r.get(8)?;
-    let last_at: Option<i64> = r.get(9)?;
-    let last_status: Option<i64> = r.get(10)?;
-    Ok(DeliveryRecord {
+    Ok(DeliveryColumns {
         delivery_id: r.get(0)?,
         webhook_id: r.get(1)?,
         event_id: r.get(2)?,
@@ -61,18 +46,13 @@ fn delivery_from_row(r: &Row<'_>, now: i64) -> rusqlite::Result<DeliveryRecord> 
         attempt_count: r.get(5)?,
         next_attempt_at: r.get(6)?,
         created_at: r.get(7)?,
-        in_flight: lease_until.is_some_and(|l| l >= now),
-        last_attempt: match last_at {
-            Some(at) => Some(AttemptRow {
-                at,
-                http_status: last_status.map(|s| s as u16),
-                error: r.get(11)?,
-                duration_ms: r.get::<_, Option<i64>>(12)?.unwrap_or(0),
-                response_body: String::new(),
-            }),
-            None => None,
-        },
-    })
+        lease_until: r.get(8)?,
+        last_attempt_at: r.get(9)?,
+        last_http_status: r.get(10)?,
+        last_error: r.get(11)?,
+        last_duration_ms: r.get(12)?,
+    }
+    .into_record(now))
 }
 
 impl SqliteStore {

@@ -9,7 +9,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use qss_domain::ids::{AccountId, generate_client_id, generate_key_id, random_secret};
 use qss_domain::{Plan, Settings, ValidationErrors};
-use qss_store::{AccountRecord, NewAccount, SqliteStore, StoreError, hash_secret};
+use qss_store::{AccountRecord, NewAccount, Store, StoreError, hash_secret};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -186,8 +186,8 @@ pub fn parse_scopes(v: Option<&Value>) -> Result<Vec<String>, ValidationErrors> 
 }
 
 /// Creates an account with its first credentials and ingest key. Shared with `qss admin`.
-pub fn create_account_in(
-    store: &SqliteStore,
+pub async fn create_account_in(
+    store: &Store,
     input: &AccountIn,
     now: i64,
 ) -> Result<AccountCreatedOut, StoreError> {
@@ -202,14 +202,16 @@ pub fn create_account_in(
     let (client_id, client_secret) = (generate_client_id(), random_secret());
     let (key_id, key_secret) = (generate_key_id(), random_secret());
     let scopes = "qss:read qss:write";
-    store.create_account(&NewAccount {
-        account: &account,
-        client_id: &client_id,
-        client_secret_hash: &hash_secret(&client_secret),
-        scopes,
-        key_id: &key_id,
-        key_secret_hash: &hash_secret(&key_secret),
-    })?;
+    store
+        .create_account(&NewAccount {
+            account: &account,
+            client_id: &client_id,
+            client_secret_hash: &hash_secret(&client_secret),
+            scopes,
+            key_id: &key_id,
+            key_secret_hash: &hash_secret(&key_secret),
+        })
+        .await?;
     Ok(AccountCreatedOut {
         account: AccountOut::from(&account),
         credentials: CredentialsOut {
@@ -226,20 +228,22 @@ pub fn create_account_in(
 }
 
 /// Adds credentials to an account. Shared with `qss admin`.
-pub fn create_credentials_in(
-    store: &SqliteStore,
+pub async fn create_credentials_in(
+    store: &Store,
     account_id: &str,
     scopes: &[String],
     now: i64,
 ) -> Result<CredentialsOut, StoreError> {
     let (client_id, client_secret) = (generate_client_id(), random_secret());
-    store.create_credentials(
-        account_id,
-        &client_id,
-        &hash_secret(&client_secret),
-        &scopes.join(" "),
-        now,
-    )?;
+    store
+        .create_credentials(
+            account_id,
+            &client_id,
+            &hash_secret(&client_secret),
+            &scopes.join(" "),
+            now,
+        )
+        .await?;
     Ok(CredentialsOut {
         client_id,
         client_secret,
@@ -248,13 +252,15 @@ pub fn create_credentials_in(
 }
 
 /// Adds an ingest key to an account. Shared with `qss admin`.
-pub fn create_ingest_key_in(
-    store: &SqliteStore,
+pub async fn create_ingest_key_in(
+    store: &Store,
     account_id: &str,
     now: i64,
 ) -> Result<IngestKeyOut, StoreError> {
     let (key_id, key_secret) = (generate_key_id(), random_secret());
-    store.create_ingest_key(account_id, &key_id, &hash_secret(&key_secret), now)?;
+    store
+        .create_ingest_key(account_id, &key_id, &hash_secret(&key_secret), now)
+        .await?;
     Ok(IngestKeyOut {
         ingest_key: format!("qssik_{key_id}_{key_secret}"),
         key_id,
@@ -262,20 +268,17 @@ pub fn create_ingest_key_in(
     })
 }
 
-/// Runs a store call on the blocking pool.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+/// Awaits a store call, its error as the API answers it.
+pub(crate) async fn db<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
+    call.await.map_err(ApiError::from)
 }
 
 async fn existing_account(state: &AppState, account_id: &str) -> Result<AccountRecord, ApiError> {
     let store = state.store.clone();
     let id = account_id.to_string();
-    blocking(move || store.get_account(&id))
+    db(async move { store.get_account(&id).await })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Account {account_id} does not exist.")))
 }
@@ -292,7 +295,7 @@ pub async fn create_account(
     let input = AccountIn::parse(&v)?;
     let store = state.store.clone();
     let now = state.clock.now_ms();
-    let out = blocking(move || create_account_in(&store, &input, now)).await?;
+    let out = db(async move { create_account_in(&store, &input, now).await }).await?;
     refresh_account(&state, &out.account.account_id).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -300,7 +303,7 @@ pub async fn create_account(
 async fn refresh_account(state: &AppState, account_id: &str) -> Result<(), ApiError> {
     let store = state.store.clone();
     let id = account_id.to_string();
-    match blocking(move || store.get_account(&id)).await? {
+    match db(async move { store.get_account(&id).await }).await? {
         Some(a) => state.accounts.put(a),
         None => state.accounts.remove(account_id),
     }
@@ -343,7 +346,8 @@ pub async fn list_accounts(
         None => None,
     };
     let store = state.store.clone();
-    let mut rows = blocking(move || store.list_accounts(after.as_deref(), page_size + 1)).await?;
+    let mut rows =
+        db(async move { store.list_accounts(after.as_deref(), page_size + 1).await }).await?;
     let more = rows.len() > page_size;
     rows.truncate(page_size);
     let next_page_token = match (more, rows.last()) {
@@ -405,7 +409,7 @@ pub async fn patch_account(
     }
     let store = state.store.clone();
     let updated = a.clone();
-    if !blocking(move || store.update_account(&updated)).await? {
+    if !db(async move { store.update_account(&updated).await }).await? {
         return Err(ApiError::NotFound(format!(
             "Account {account_id} does not exist."
         )));
@@ -426,7 +430,7 @@ pub async fn delete_account(
     let store = state.store.clone();
     let id = account_id.clone();
     let now = state.clock.now_ms();
-    if !blocking(move || store.delete_account(&id, now)).await? {
+    if !db(async move { store.delete_account(&id, now).await }).await? {
         return Err(ApiError::NotFound(format!(
             "Account {account_id} does not exist."
         )));
@@ -455,7 +459,8 @@ pub async fn create_credentials(
     existing_account(&state, &account_id).await?;
     let store = state.store.clone();
     let now = state.clock.now_ms();
-    let out = blocking(move || create_credentials_in(&store, &account_id, &scopes, now)).await?;
+    let out =
+        db(async move { create_credentials_in(&store, &account_id, &scopes, now).await }).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -471,7 +476,7 @@ pub async fn revoke_credentials(
     let store = state.store.clone();
     let now = state.clock.now_ms();
     let cid = client_id.clone();
-    if !blocking(move || store.revoke_credentials(&account_id, &cid, now)).await? {
+    if !db(async move { store.revoke_credentials(&account_id, &cid, now).await }).await? {
         return Err(ApiError::NotFound(format!(
             "Credentials {client_id} do not exist."
         )));
@@ -492,7 +497,7 @@ pub async fn create_ingest_key(
     existing_account(&state, &account_id).await?;
     let store = state.store.clone();
     let now = state.clock.now_ms();
-    let out = blocking(move || create_ingest_key_in(&store, &account_id, now)).await?;
+    let out = db(async move { create_ingest_key_in(&store, &account_id, now).await }).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -519,7 +524,7 @@ pub async fn list_ingest_keys(
     authorize_admin(&state, &headers)?;
     existing_account(&state, &account_id).await?;
     let store = state.store.clone();
-    let keys = blocking(move || store.list_ingest_keys(&account_id)).await?;
+    let keys = db(async move { store.list_ingest_keys(&account_id).await }).await?;
     Ok(Json(IngestKeyListOut {
         ingest_keys: keys
             .into_iter()
@@ -544,7 +549,7 @@ pub async fn revoke_ingest_key(
     let store = state.store.clone();
     let now = state.clock.now_ms();
     let kid = key_id.clone();
-    if !blocking(move || store.revoke_ingest_key(&account_id, &kid, now)).await? {
+    if !db(async move { store.revoke_ingest_key(&account_id, &kid, now).await }).await? {
         return Err(ApiError::NotFound(format!(
             "Ingest key {key_id} does not exist."
         )));

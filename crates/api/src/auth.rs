@@ -70,23 +70,22 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
     let principal = match state.auth.get(&hash, now) {
         Some(p) => p,
         None => {
-            let store = state.store.clone();
-            let token = token.to_string();
-            let found = tokio::task::spawn_blocking(move || {
-                match qss_domain::ids::split_ingest_key(&token) {
-                    Some((key_id, secret)) => {
-                        let found = store.lookup_ingest_key(key_id, &hash_secret(secret))?;
-                        if found.is_some() {
-                            // At most once a second per key: lookups are cached that long.
-                            store.touch_ingest_keys(&[(key_id.to_string(), now)])?;
-                        }
-                        Ok(found)
+            let store = &state.store;
+            let found = match qss_domain::ids::split_ingest_key(token) {
+                Some((key_id, secret)) => {
+                    let found = store
+                        .lookup_ingest_key(key_id, &hash_secret(secret))
+                        .await?;
+                    if found.is_some() {
+                        // At most once a second per key: lookups are cached that long.
+                        store
+                            .touch_ingest_keys(&[(key_id.to_string(), now)])
+                            .await?;
                     }
-                    None => store.lookup_token(&hash_secret(&token)),
+                    found
                 }
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+                None => store.lookup_token(&hash_secret(token)).await?,
+            };
             state.auth.put(hash, found.clone(), now);
             found
         }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use qss_domain::Settings;
-use qss_store::{AccountRecord, SqliteStore, StoreError};
+use qss_store::{AccountRecord, Store, StoreError};
 
 #[derive(Debug, Default)]
 pub struct Accounts {
@@ -42,8 +42,8 @@ impl Accounts {
     }
 
     /// Replaces the whole view with what the database holds.
-    pub fn reload(&self, store: &SqliteStore) -> Result<(), StoreError> {
-        let all = store.all_accounts()?;
+    pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let all = store.all_accounts().await?;
         let fresh: HashMap<_, _> = all
             .into_iter()
             .map(|a| (a.account_id.clone(), Arc::new(a)))

@@ -13,7 +13,7 @@ use qss_store::{AttemptRow, DeliveryRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::admin::{blocking, parse_page_size};
+use crate::admin::{db, parse_page_size};
 use crate::auth::{SCOPE_READ, SCOPE_WRITE, authorize};
 use crate::webhooks::existing;
 use crate::{ApiError, AppState};
@@ -195,18 +195,21 @@ pub async fn list_deliveries(
     let before =
         (cursor.before_ts != i64::MAX).then(|| (cursor.before_ts, cursor.before_id.clone()));
     let (from, to) = (cursor.from, cursor.to);
-    let mut rows = blocking(move || {
-        store.list_deliveries(
-            &aid,
-            &wid,
-            status.as_deref(),
-            event.as_deref(),
-            from,
-            to,
-            before,
-            page_size + 1,
-            now,
-        )
+    let mut rows = db(async move {
+        {
+            store.list_deliveries(
+                &aid,
+                &wid,
+                status.as_deref(),
+                event.as_deref(),
+                from,
+                to,
+                before,
+                page_size + 1,
+                now,
+            )
+        }
+        .await
     })
     .await?;
     let more = rows.len() > page_size;
@@ -247,9 +250,13 @@ pub async fn get_delivery(
     let store = state.store.clone();
     let now = state.clock.now_ms();
     let did = delivery_id.clone();
-    let (d, attempts) = blocking(move || store.get_delivery(&account_id, &webhook_id, &did, now))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Delivery {delivery_id} does not exist.")))?;
+    let (d, attempts) = db(async move {
+        store
+            .get_delivery(&account_id, &webhook_id, &did, now)
+            .await
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("Delivery {delivery_id} does not exist.")))?;
     let mut out = delivery_out(&d);
     out.attempts = Some(attempts.iter().map(|a| attempt_out(a, true)).collect());
     Ok(Json(out))
@@ -271,7 +278,7 @@ pub async fn retry_delivery(
     let now = state.clock.now_ms();
     let store = state.store.clone();
     let (aid, wid, did) = (account_id.clone(), webhook_id.clone(), delivery_id.clone());
-    let found = blocking(move || store.get_delivery(&aid, &wid, &did, now)).await?;
+    let found = db(async move { store.get_delivery(&aid, &wid, &did, now).await }).await?;
     let Some((d, _)) = found else {
         return Err(ApiError::NotFound(format!(
             "Delivery {delivery_id} does not exist."
@@ -288,7 +295,7 @@ pub async fn retry_delivery(
         }));
     }
     let store = state.store.clone();
-    if !blocking(move || store.retry_delivery(&account_id, &delivery_id, now)).await? {
+    if !db(async move { store.retry_delivery(&account_id, &delivery_id, now).await }).await? {
         return Err(ApiError::Conflict(
             "An attempt of this delivery is in flight.".to_string(),
         ));
@@ -361,7 +368,7 @@ pub async fn replay(
         .collect();
     let store = state.store.clone();
     let (aid, ty) = (account_id.clone(), types.clone());
-    let count = blocking(move || store.count_events(&aid, &ty, from, to)).await?;
+    let count = db(async move { store.count_events(&aid, &ty, from, to).await }).await?;
     if count > MAX_REPLAY {
         return Err(ApiError::invalid(
             "from",
@@ -373,8 +380,12 @@ pub async fn replay(
     }
     let store = state.store.clone();
     let now = state.clock.now_ms();
-    let queued =
-        blocking(move || store.replay(&account_id, &webhook_id, &types, from, to, now)).await?;
+    let queued = db(async move {
+        store
+            .replay(&account_id, &webhook_id, &types, from, to, now)
+            .await
+    })
+    .await?;
     state.delivery_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(ReplayOut { queued })).into_response())
 }

@@ -159,10 +159,7 @@ pub async fn list_events(
         None => {
             let (from, to) = resolve_range(&params, now)?;
             let types = parse_types(params.get("event"))?;
-            let store = state.store.clone();
-            let max_seq = tokio::task::spawn_blocking(move || store.max_event_seq())
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??;
+            let max_seq = state.store.max_event_seq().await?;
             Cursor {
                 params,
                 from,
@@ -188,10 +185,7 @@ pub async fn list_events(
         max_seq: Some(cursor.max_seq),
         limit: page_size + 1,
     };
-    let store = state.store.clone();
-    let mut rows = tokio::task::spawn_blocking(move || store.list_events(&q))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut rows = state.store.list_events(&q).await?;
     let more = rows.len() > page_size;
     rows.truncate(page_size);
     let next_page_token = match (more, rows.last()) {

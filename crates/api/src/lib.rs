@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use qss_store::SqliteStore;
+use qss_store::Store;
 use tokio::sync::mpsc;
 
 pub use cache::Accounts;
@@ -49,7 +49,7 @@ pub struct ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<ApiConfig>,
-    pub store: Arc<SqliteStore>,
+    pub store: Store,
     pub accounts: Arc<Accounts>,
     pub auth: Arc<auth::TokenCache>,
     /// SHA-256 of the operator token.

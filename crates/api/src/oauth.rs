@@ -95,36 +95,36 @@ pub async fn token(
             "Missing parameter: account_id",
         );
     };
-    let store = state.store.clone();
-    let (cid, hash) = (client_id.clone(), hash_secret(&secret));
-    let aid = account_id.clone();
-    let verified =
-        tokio::task::spawn_blocking(move || store.verify_client(&aid, &cid, &hash)).await;
+    let verified = state
+        .store
+        .verify_client(&account_id, &client_id, &hash_secret(&secret))
+        .await;
     let scopes = match verified {
-        Ok(Ok(Some(scopes))) => scopes,
-        Ok(Ok(None)) => {
+        Ok(Some(scopes)) => scopes,
+        Ok(None) => {
             return oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "Invalid client_id or client_secret",
             );
         }
-        Ok(Err(e)) => return ApiError::from(e).into_response(),
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let access_token = qss_domain::ids::random_secret();
     let ttl = state.config.token_ttl_seconds;
     let expires_at = state.clock.now_ms() + ttl as i64 * 1000;
-    let store = state.store.clone();
-    let (hash, sc) = (hash_secret(&access_token), scopes.clone());
-    let stored = tokio::task::spawn_blocking(move || {
-        store.insert_token(&hash, &account_id, &client_id, &sc, expires_at)
-    })
-    .await;
-    match stored {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return ApiError::from(e).into_response(),
-        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    let stored = state
+        .store
+        .insert_token(
+            &hash_secret(&access_token),
+            &account_id,
+            &client_id,
+            &scopes,
+            expires_at,
+        )
+        .await;
+    if let Err(e) = stored {
+        return ApiError::from(e).into_response();
     }
     Json(TokenOut {
         access_token,

@@ -33,10 +33,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     if state.shutting_down.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable(5));
     }
-    let store = state.store.clone();
-    let ok = tokio::task::spawn_blocking(move || store.ping())
-        .await
-        .unwrap_or(false);
+    let ok = state.store.ping().await;
     if ok {
         Ok(Json(json!({"status": "ready"})))
     } else {

@@ -110,11 +110,7 @@ pub async fn patch_settings(
     let settings = qss_domain::settings_patch::apply_settings_patch(&current.settings, &v)?;
     let mut updated = (*current).clone();
     updated.settings = settings;
-    let store = state.store.clone();
-    let record = updated.clone();
-    let ok = tokio::task::spawn_blocking(move || store.update_account(&record))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let ok = state.store.update_account(&updated).await?;
     if !ok {
         return Err(ApiError::NotFound(format!(
             "Account {account_id} does not exist."

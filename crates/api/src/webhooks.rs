@@ -15,7 +15,7 @@ use qss_store::{MAX_WEBHOOKS, WebhookRecord};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::admin::blocking;
+use crate::admin::db;
 use crate::auth::{SCOPE_READ, SCOPE_WRITE, authorize};
 use crate::{ApiError, AppState};
 
@@ -190,7 +190,7 @@ pub(crate) async fn existing(
 ) -> Result<WebhookRecord, ApiError> {
     let store = state.store.clone();
     let (a, w) = (account_id.to_string(), webhook_id.to_string());
-    blocking(move || store.get_webhook(&a, &w))
+    db(async move { store.get_webhook(&a, &w).await })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Webhook {webhook_id} does not exist.")))
 }
@@ -280,7 +280,11 @@ pub async fn create_webhook(
     check_resolved_host(&state, &url).await?;
     let store = state.store.clone();
     let aid = account_id.clone();
-    if blocking(move || store.list_webhooks(&aid)).await?.len() as i64 >= MAX_WEBHOOKS {
+    if db(async move { store.list_webhooks(&aid).await })
+        .await?
+        .len() as i64
+        >= MAX_WEBHOOKS
+    {
         return Err(ApiError::Conflict(format!(
             "An account has at most {MAX_WEBHOOKS} webhooks."
         )));
@@ -320,7 +324,7 @@ pub async fn create_webhook(
     };
     let store = state.store.clone();
     let r = record.clone();
-    if !blocking(move || store.insert_webhook(&r)).await? {
+    if !db(async move { store.insert_webhook(&r).await }).await? {
         return Err(ApiError::Conflict(format!(
             "An account has at most {MAX_WEBHOOKS} webhooks."
         )));
@@ -341,7 +345,7 @@ pub async fn list_webhooks(
 ) -> Result<Json<WebhookListOut>, ApiError> {
     authorize(&state, &headers, &account_id, SCOPE_READ, true).await?;
     let store = state.store.clone();
-    let rows = blocking(move || store.list_webhooks(&account_id)).await?;
+    let rows = db(async move { store.list_webhooks(&account_id).await }).await?;
     Ok(Json(WebhookListOut {
         webhooks: rows.iter().map(WebhookOut::from).collect(),
     }))
@@ -409,7 +413,7 @@ pub async fn patch_webhook(
     }
     let store = state.store.clone();
     let r = w.clone();
-    if !blocking(move || store.update_webhook(&r)).await? {
+    if !db(async move { store.update_webhook(&r).await }).await? {
         return Err(ApiError::NotFound(format!(
             "Webhook {webhook_id} does not exist."
         )));
@@ -432,7 +436,7 @@ pub async fn delete_webhook(
     authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
     let store = state.store.clone();
     let wid = webhook_id.clone();
-    if !blocking(move || store.delete_webhook(&account_id, &wid)).await? {
+    if !db(async move { store.delete_webhook(&account_id, &wid).await }).await? {
         return Err(ApiError::NotFound(format!(
             "Webhook {webhook_id} does not exist."
         )));
@@ -460,7 +464,7 @@ pub async fn validate_webhook(
     mark_validated(&state, &mut w, now);
     let store = state.store.clone();
     let r = w.clone();
-    blocking(move || store.update_webhook(&r)).await?;
+    db(async move { store.update_webhook(&r).await }).await?;
     changed(&state);
     state.delivery_wake.notify_one();
     Ok(Json(WebhookOut::from(&w)))
@@ -488,7 +492,7 @@ pub async fn rotate_secret(
     w.previous_secret = Some(std::mem::replace(&mut w.secret, secret.clone()));
     w.previous_secret_until = Some(now + ROTATION_OVERLAP_MS);
     let store = state.store.clone();
-    blocking(move || store.update_webhook(&w)).await?;
+    db(async move { store.update_webhook(&w).await }).await?;
     changed(&state);
     Ok(Json(SecretOut {
         secret_token: secret,

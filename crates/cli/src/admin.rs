@@ -6,7 +6,9 @@ use qss_api::admin::{
     parse_scopes,
 };
 use qss_domain::Plan;
-use qss_store::SqliteStore;
+use std::sync::Arc;
+
+use qss_store::{SqliteStore, Store};
 use serde_json::json;
 
 use crate::ConfigArgs;
@@ -76,7 +78,12 @@ fn plan(s: &str) -> anyhow::Result<Plan> {
 
 pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
     let config = args.load()?;
-    let store = SqliteStore::open_shared(&config.sqlite_path()?)?;
+    let store = Arc::new(SqliteStore::open_shared(&config.sqlite_path()?)?);
+    // The operations shared with the HTTP admin API are async over `Store`.
+    let shared = Store::Sqlite(store.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let now = now_ms();
     let missing = |id: &str| anyhow::anyhow!("account {id} does not exist");
     match command {
@@ -90,7 +97,7 @@ pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
                 plan: plan(&p)?,
                 qss_addon,
             };
-            print(create_account_in(&store, &input, now)?)
+            print(rt.block_on(create_account_in(&shared, &input, now))?)
         }
         AdminCommand::ListAccounts => {
             let all = store.all_accounts()?;
@@ -140,7 +147,7 @@ pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
                 .ok_or_else(|| missing(&account_id))?;
             let list = scopes.map(|s| json!(s.split(',').map(str::trim).collect::<Vec<_>>()));
             let scopes = parse_scopes(list.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            print(create_credentials_in(&store, &account_id, &scopes, now)?)
+            print(rt.block_on(create_credentials_in(&shared, &account_id, &scopes, now))?)
         }
         AdminCommand::RevokeCredentials {
             account_id,
@@ -156,7 +163,7 @@ pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
             store
                 .get_account(&account_id)?
                 .ok_or_else(|| missing(&account_id))?;
-            print(create_ingest_key_in(&store, &account_id, now)?)
+            print(rt.block_on(create_ingest_key_in(&shared, &account_id, now))?)
         }
         AdminCommand::ListIngestKeys { account_id } => {
             let keys = store.list_ingest_keys(&account_id)?;

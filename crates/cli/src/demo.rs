@@ -49,14 +49,18 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
             qss_addon: true,
         },
         now,
-    )?;
+    )
+    .await?;
     let account_id = created.account.account_id.clone();
-    let mut account = store.get_account(&account_id)?.context("demo account")?;
+    let mut account = store
+        .get_account(&account_id)
+        .await?
+        .context("demo account")?;
     account.settings.aggregation_interval_seconds = 10;
     account.settings.aggregation_grace_seconds = 2;
     account.settings.meeting_end_timeout_seconds = 30;
-    store.update_account(&account)?;
-    server.state.accounts.reload(&store)?;
+    store.update_account(&account).await?;
+    server.state.accounts.reload(&store).await?;
 
     let (client_id, client_secret) = (
         &created.credentials.client_id,

@@ -90,7 +90,9 @@ pub async fn start(
     .context("stored page key is corrupt")?;
 
     let accounts = Arc::new(Accounts::default());
-    accounts.reload(&store)?;
+    accounts
+        .reload(&qss_store::Store::Sqlite(store.clone()))
+        .await?;
     let metrics = Arc::new(Metrics::new());
 
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
@@ -132,7 +134,7 @@ pub async fn start(
             webhook_allow_private_networks: config.webhook.allow_private_networks,
             webhook_revalidate_hours: config.webhook.revalidate_hours,
         }),
-        store: store.clone(),
+        store: qss_store::Store::Sqlite(store.clone()),
         accounts: accounts.clone(),
         auth: Arc::new(Default::default()),
         admin_token_hash: Arc::new(admin_hash),
@@ -234,8 +236,13 @@ fn spawn_background(
                 metrics.clone(),
                 clock.now_ms(),
             );
+            if let Err(e) = accounts
+                .reload(&qss_store::Store::Sqlite(store.clone()))
+                .await
+            {
+                tracing::warn!(error = %e, "reloading accounts failed");
+            }
             let result = tokio::task::spawn_blocking(move || {
-                accounts.reload(&store)?;
                 metrics.pending_deliveries.set(store.pending_deliveries()?);
                 if n.is_multiple_of(600) {
                     store.purge_expired_tokens(now - 3_600_000)?;

@@ -32,6 +32,28 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Store {
+    /// The SQLite store behind this one, if that is the backend (SQLite-only tools: the
+    /// benchmarks' bulk fill, the database path).
+    pub fn as_sqlite(&self) -> Option<&Arc<SqliteStore>> {
+        match self {
+            Store::Sqlite(s) => Some(s),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// True when the database answers a trivial query (`/readyz`).
+    pub async fn ping(&self) -> bool {
+        match self {
+            Store::Sqlite(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.ping())
+                    .await
+                    .unwrap_or(false)
+            }
+            Store::Postgres(p) => p.ping().await,
+        }
+    }
+
     pub async fn create_account(&self, new: &NewAccount<'_>) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => {

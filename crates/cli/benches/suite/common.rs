@@ -69,6 +69,15 @@ impl BenchServer {
         })
     }
 
+    /// The server's SQLite store, for the benches' bulk fills.
+    pub fn sqlite(&self) -> &Arc<qss_store::SqliteStore> {
+        self.server
+            .state
+            .store
+            .as_sqlite()
+            .expect("the bench server runs on SQLite")
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.server.wait().await

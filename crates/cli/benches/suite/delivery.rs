@@ -70,7 +70,7 @@ pub async fn run() -> anyhow::Result<Delivery> {
         .subscribe(&account, &hook, &["qss.phone_call_qos"])
         .await?;
 
-    let store = server.server.state.store.clone();
+    let store = server.sqlite().clone();
     let wake = server.server.state.delivery_wake.clone();
     let total = (RATE * SECONDS) as usize;
     let interval = Duration::from_secs_f64(BATCH as f64 / RATE as f64);

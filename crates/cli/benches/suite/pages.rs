@@ -54,7 +54,7 @@ pub async fn run(sizes: &[usize]) -> anyhow::Result<Vec<Pages>> {
         let span_end = end - (from as i64 * DAY_MS) / PER_DAY as i64;
         let span_start = end - (to as i64 * DAY_MS) / PER_DAY as i64;
         let span = span_end - span_start;
-        let store = server.server.state.store.clone();
+        let store = server.sqlite().clone();
         let ids2 = ids.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<WriteBatch>(2);
@@ -98,7 +98,7 @@ pub async fn run(sizes: &[usize]) -> anyhow::Result<Vec<Pages>> {
 }
 
 fn database_bytes(server: &BenchServer) -> u64 {
-    let path = server.server.state.store.path().to_path_buf();
+    let path = server.sqlite().path().to_path_buf();
     ["", "-wal"]
         .iter()
         .filter_map(|s| std::fs::metadata(format!("{}{s}", path.display())).ok())
@@ -137,7 +137,7 @@ async fn measure(
                 None => failed += 1,
             }
         }
-        let store = server.server.state.store.clone();
+        let store = server.sqlite().clone();
         let q = EventQuery {
             account_id: account.to_string(),
             from,

@@ -50,6 +50,14 @@ impl PgStore {
         Ok(store)
     }
 
+    /// True when the database answers a trivial query (`/readyz`).
+    pub async fn ping(&self) -> bool {
+        match self.client().await {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
     async fn client(&self) -> Result<Object, StoreError> {
         Ok(self.pool.get().await?)
     }

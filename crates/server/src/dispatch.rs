@@ -18,9 +18,7 @@ use bytes::Bytes;
 use qss_api::{Clock, Metrics};
 use qss_delivery::client::{DeliveryClient, attempt};
 use qss_delivery::policy::{Outcome, decide};
-use qss_store::{
-    AttemptRecord, AttemptRow, ClaimedDelivery, SqliteStore, StoreError, WebhookRecord,
-};
+use qss_store::{AttemptRecord, AttemptRow, ClaimedDelivery, Store, StoreError, WebhookRecord};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +70,7 @@ struct Queued {
 const WEBHOOK_CACHE_MS: i64 = 1000;
 
 pub struct Dispatcher {
-    store: Arc<SqliteStore>,
+    store: Store,
     client: DeliveryClient,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -90,7 +88,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
-        store: Arc<SqliteStore>,
+        store: Store,
         client: DeliveryClient,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -162,8 +160,7 @@ impl Dispatcher {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         while tasks.join_next().await.is_some() {}
         chores.abort_all();
-        let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.release_claims(&queued)).await;
+        let _ = self.store.release_claims(&queued).await;
         // Every attempt has sent its result: the recorder drains them and stops.
         recorder_stop.cancel();
         if let Some(r) = recorder {
@@ -178,10 +175,8 @@ impl Dispatcher {
 
     /// Claims work for every subscription with due deliveries and room in its queue.
     async fn claim(self: &Arc<Self>) -> Result<(), StoreError> {
-        let (store, now) = (self.store.clone(), self.clock.now_ms());
-        let due = tokio::task::spawn_blocking(move || store.webhooks_with_due_work(now))
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        let now = self.clock.now_ms();
+        let due = self.store.webhooks_with_due_work(now).await?;
         for webhook in due {
             let room = {
                 let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,17 +187,16 @@ impl Dispatcher {
             if room == 0 {
                 continue;
             }
-            let store = self.store.clone();
-            let (account, id, lease) = (
-                webhook.account_id.clone(),
-                webhook.webhook_id.clone(),
-                self.config.lease_ms,
-            );
-            let claimed = tokio::task::spawn_blocking(move || {
-                store.claim_due(&account, &id, now, room, lease)
-            })
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))??;
+            let claimed = self
+                .store
+                .claim_due(
+                    &webhook.account_id,
+                    &webhook.webhook_id,
+                    now,
+                    room,
+                    self.config.lease_ms,
+                )
+                .await?;
             let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
             let webhook = Arc::new(webhook);
             let version = self.webhooks_version.load(Ordering::SeqCst);
@@ -297,20 +291,19 @@ impl Dispatcher {
         let stale = self.webhooks_version.load(Ordering::SeqCst) != version
             || self.clock.now_ms() - read_at > WEBHOOK_CACHE_MS;
         let webhook = if stale {
-            let store = self.store.clone();
-            let (account, id) = (claim.account_id.clone(), claim.webhook_id.clone());
-            let fresh = tokio::task::spawn_blocking(move || store.get_webhook(&account, &id)).await;
-            match fresh {
-                Ok(Ok(Some(w))) if w.status == "active" => Arc::new(w),
-                Ok(Ok(_)) => {
+            match self
+                .store
+                .get_webhook(&claim.account_id, &claim.webhook_id)
+                .await
+            {
+                Ok(Some(w)) if w.status == "active" => Arc::new(w),
+                Ok(_) => {
                     // Paused: hand the claim back so it waits for reactivation; deleted or
                     // disabled: its deliveries are cancelled already.
-                    let store = self.store.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || store.release_claims(&[claim])).await;
+                    let _ = self.store.release_claims(&[claim]).await;
                     return None;
                 }
-                _ => cached,
+                Err(_) => cached,
             }
         } else {
             cached
@@ -410,13 +403,10 @@ impl Dispatcher {
 
     /// Runs the periodic handshake of every subscription whose re-validation is due.
     pub async fn revalidate_due(&self) {
-        let (store, now) = (self.store.clone(), self.clock.now_ms());
-        let due = match tokio::task::spawn_blocking(move || store.webhooks_due_for_validation(now))
-            .await
-        {
-            Ok(Ok(due)) => due,
-            Ok(Err(e)) => return tracing::warn!(error = %e, "listing re-validations failed"),
-            Err(_) => return,
+        let now = self.clock.now_ms();
+        let due = match self.store.webhooks_due_for_validation(now).await {
+            Ok(due) => due,
+            Err(e) => return tracing::warn!(error = %e, "listing re-validations failed"),
         };
         for mut w in due {
             let accepted: Vec<&str> = std::iter::once(w.secret.as_str())
@@ -454,9 +444,7 @@ impl Dispatcher {
                         Some(now + retry.copied().unwrap_or(self.config.revalidate_ms));
                 }
             }
-            let store = self.store.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.update_webhook(&w)).await
-            {
+            if let Err(e) = self.store.update_webhook(&w).await {
                 tracing::warn!(error = %e, "recording a re-validation failed");
             }
         }
@@ -465,7 +453,7 @@ impl Dispatcher {
 
 /// Commits attempt results in batches until `stop`, then drains what is left.
 async fn record_loop(
-    store: Arc<SqliteStore>,
+    store: Store,
     mut rx: mpsc::UnboundedReceiver<AttemptRecord>,
     stop: CancellationToken,
     webhooks_version: Arc<AtomicU64>,
@@ -488,23 +476,17 @@ async fn record_loop(
             // Queued deliveries of a subscription disabled by a 410 must see it.
             webhooks_version.fetch_add(1, Ordering::SeqCst);
         }
-        let s = store.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            s.record_attempts(&records).map(|n| (n, records.len()))
-        })
-        .await;
-        match r {
-            Ok(Ok((n, total))) if n < total => {
+        match store.record_attempts(&records).await {
+            Ok(n) if n < records.len() => {
                 tracing::warn!(
-                    lost = total - n,
+                    lost = records.len() - n,
                     "leases lost before attempts were recorded"
                 );
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+            Ok(_) => {}
+            Err(e) => {
                 tracing::error!(error = %e, "recording delivery attempts failed; they will be retried after the lease")
             }
-            Err(e) => tracing::error!(error = %e, "recorder task failed"),
         }
     }
 }

@@ -148,7 +148,7 @@ pub async fn start(
         shutting_down: Arc::new(AtomicBool::new(false)),
     };
     let dispatcher = Arc::new(dispatch::Dispatcher::new(
-        store.clone(),
+        qss_store::Store::Sqlite(store.clone()),
         webhook_client,
         clock.clone(),
         metrics.clone(),

@@ -105,14 +105,16 @@ pub async fn start(
         })
         .context("building the webhook client")?;
     let mut pipeline = pipeline::Pipeline::new(
-        store.clone(),
+        qss_store::Store::Sqlite(store.clone()),
         accounts.clone(),
         clock.clone(),
         metrics.clone(),
         delivery_wake.clone(),
     );
-    let p = tokio::task::spawn_blocking(move || pipeline.recover().map(|_| pipeline)).await?;
-    let pipeline = p.context("recovering aggregation state")?;
+    pipeline
+        .recover()
+        .await
+        .context("recovering aggregation state")?;
     let (tx, rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
     let pipeline_stop = CancellationToken::new();
     let pipeline_thread = {

@@ -21,9 +21,7 @@ use qss_engine::aggregator::{
     Aggregator, Arrival, CLOSED_MEMORY_MS, Emission, EmittedObject, InstanceChange, InstanceState,
     Placement, Series,
 };
-use qss_store::{
-    InstanceRow, InstanceStatus, NewEvent, SampleRow, SqliteStore, StoreError, WriteBatch,
-};
+use qss_store::{InstanceRow, InstanceStatus, NewEvent, SampleRow, Store, StoreError, WriteBatch};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +36,7 @@ const GROUP_MAX_SAMPLES: usize = 50_000;
 const REPLAY_CHUNK: usize = 10_000;
 
 pub struct Pipeline {
-    store: Arc<SqliteStore>,
+    store: Store,
     accounts: Arc<Accounts>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -51,7 +49,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
-        store: Arc<SqliteStore>,
+        store: Store,
         accounts: Arc<Accounts>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -71,23 +69,23 @@ impl Pipeline {
 
     /// Rebuilds the state from the database: unfinished instances, then the sample log from
     /// the replay watermark, then drops windows whose events were committed.
-    pub fn recover(&mut self) -> Result<(), StoreError> {
+    pub async fn recover(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let mut agg = Aggregator::new();
-        for row in self.store.unfinished_instances()? {
+        for row in self.store.unfinished_instances().await? {
             agg.restore_instance(&instance_change(row)?);
         }
         let since = self.clock.now_ms() - CLOSED_MEMORY_MS;
-        for row in self.store.closed_instances_since(since)? {
+        for row in self.store.closed_instances_since(since).await? {
             let c = instance_change(row)?;
             if let Some(end) = c.end_ts {
                 agg.restore_closed(&c.account_id, &c.series, end, c.ended_explicitly);
             }
         }
-        let mut from = self.store.replay_from()?;
+        let mut from = self.store.replay_from().await?;
         let mut replayed = 0usize;
         loop {
-            let rows = self.store.samples_from(from, REPLAY_CHUNK)?;
+            let rows = self.store.samples_from(from, REPLAY_CHUNK).await?;
             let Some(last) = rows.last() else { break };
             from = last.seq + 1;
             for stored in &rows {
@@ -109,7 +107,8 @@ impl Pipeline {
         for (account, keys) in by_account {
             let emitted: HashSet<String> = self
                 .store
-                .existing_dedup_keys(&account, &keys)?
+                .existing_dedup_keys(&account, &keys)
+                .await?
                 .into_iter()
                 .collect();
             if !emitted.is_empty() {
@@ -117,7 +116,7 @@ impl Pipeline {
             }
         }
         self.aggregator = agg;
-        self.next_seq = self.store.next_sample_seq()?;
+        self.next_seq = self.store.next_sample_seq().await?;
         self.last_replay_from = None;
         tracing::info!(
             replayed,
@@ -149,12 +148,12 @@ impl Pipeline {
                                     Err(_) => break,
                                 }
                             }
-                            self.ingest_group(jobs);
+                            self.ingest_group(jobs).await;
                         }
                         None => break,
                     },
                     _ = tokio::time::sleep(wait) => {
-                        self.tick();
+                        self.tick().await;
                         next_tick = Instant::now() + TICK;
                     }
                     _ = shutdown.cancelled() => {
@@ -166,13 +165,13 @@ impl Pipeline {
                             jobs.push(j);
                         }
                         if !jobs.is_empty() {
-                            self.ingest_group(jobs);
+                            self.ingest_group(jobs).await;
                         }
                         break;
                     }
                 }
                 if Instant::now() >= next_tick {
-                    self.tick();
+                    self.tick().await;
                     next_tick = Instant::now() + TICK;
                 }
             }
@@ -180,7 +179,7 @@ impl Pipeline {
         });
     }
 
-    fn ingest_group(&mut self, jobs: Vec<IngestJob>) {
+    async fn ingest_group(&mut self, jobs: Vec<IngestJob>) {
         let started = Instant::now();
         let mut batch = WriteBatch::default();
         let mut changes = Vec::new();
@@ -235,7 +234,7 @@ impl Pipeline {
         }
         batch.instances = changes.into_iter().map(instance_row).collect();
         let requests = replies.len();
-        match self.store.commit(&batch) {
+        match self.commit(batch).await {
             Ok(_) => {
                 for (reply, outcome) in replies {
                     let _ = reply.send(Ok(outcome));
@@ -248,7 +247,7 @@ impl Pipeline {
                 for (reply, _) in replies {
                     let _ = reply.send(Err(IngestFailure::Unavailable));
                 }
-                self.recover_or_log();
+                self.recover_or_log().await;
             }
         }
         self.metrics
@@ -258,7 +257,7 @@ impl Pipeline {
     }
 
     /// Emits what is due at the clock's `now`.
-    pub fn tick(&mut self) {
+    pub async fn tick(&mut self) {
         let now = self.clock.now_ms();
         let mut emissions = Vec::new();
         let mut changes = Vec::new();
@@ -303,7 +302,7 @@ impl Pipeline {
                 events,
                 replay_from: (last && watermark_moved).then_some(replay_from),
             };
-            match self.store.commit(&batch) {
+            match self.commit(batch).await {
                 Ok(inserted) => {
                     if inserted > 0 {
                         self.delivery_wake.notify_one();
@@ -338,13 +337,24 @@ impl Pipeline {
             }
             Err(e) => {
                 tracing::error!(error = %e, "emission commit failed; rebuilding state");
-                self.recover_or_log();
+                self.recover_or_log().await;
             }
         }
     }
 
-    fn recover_or_log(&mut self) {
-        if let Err(e) = self.recover() {
+    /// Commits on this thread when the store is SQLite: the aggregation thread is a dedicated
+    /// thread that may block, and the hop to the blocking pool that `Store` makes for async
+    /// callers cost a third of ingest throughput here (suite, batch 100: 152k against 229k
+    /// samples/s).
+    async fn commit(&self, batch: WriteBatch) -> Result<usize, StoreError> {
+        match self.store.as_sqlite() {
+            Some(sqlite) => sqlite.commit(&batch),
+            None => self.store.commit(batch).await,
+        }
+    }
+
+    async fn recover_or_log(&mut self) {
+        if let Err(e) = self.recover().await {
             tracing::error!(error = %e, "rebuilding aggregation state failed; will retry on the next failure");
         }
     }

@@ -338,13 +338,11 @@ impl Store {
         }
     }
 
-    pub async fn commit(&self, batch: &WriteBatch) -> Result<usize, StoreError> {
+    /// Takes the batch by value: the SQLite arm moves it to the blocking pool uncopied.
+    pub async fn commit(&self, batch: WriteBatch) -> Result<usize, StoreError> {
         match self {
-            Store::Sqlite(s) => {
-                let batch = batch.clone();
-                blocking(s, move |s| s.commit(&batch)).await
-            }
-            Store::Postgres(p) => p.commit(batch).await,
+            Store::Sqlite(s) => blocking(s, move |s| s.commit(&batch)).await,
+            Store::Postgres(p) => p.commit(&batch).await,
         }
     }
 

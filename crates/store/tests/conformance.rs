@@ -341,11 +341,15 @@ async fn events_are_stored_once_and_paged_in_time_then_byte_order() {
                 ..Default::default()
             };
             assert_eq!(
-                store.commit(&batch).await.unwrap(),
+                store.commit(batch.clone()).await.unwrap(),
                 4,
                 "the second k1 of account a is dropped"
             );
-            assert_eq!(store.commit(&batch).await.unwrap(), 0, "nothing twice");
+            assert_eq!(
+                store.commit(batch.clone()).await.unwrap(),
+                0,
+                "nothing twice"
+            );
 
             let all = store.list_events(&query("a")).await.unwrap();
             assert_eq!(
@@ -398,7 +402,7 @@ async fn events_are_stored_once_and_paged_in_time_then_byte_order() {
                 events: vec![event("a", 500, "ev_late", "k9", P, None)],
                 ..Default::default()
             };
-            assert_eq!(store.commit(&later).await.unwrap(), 1);
+            assert_eq!(store.commit(later.clone()).await.unwrap(), 1);
             assert!(store.max_event_seq().await.unwrap() > snapshot);
             let q = EventQuery {
                 max_seq: Some(snapshot),
@@ -461,7 +465,7 @@ async fn the_sample_log_instances_and_watermark_rebuild_state() {
                 ],
                 ..Default::default()
             };
-            store.commit(&batch).await.unwrap();
+            store.commit(batch.clone()).await.unwrap();
             // Later: one instance ends, one closes (its summary committed), watermark moves.
             let batch = WriteBatch {
                 instances: vec![
@@ -471,7 +475,7 @@ async fn the_sample_log_instances_and_watermark_rebuild_state() {
                 replay_from: Some(3),
                 ..Default::default()
             };
-            store.commit(&batch).await.unwrap();
+            store.commit(batch.clone()).await.unwrap();
 
             assert_eq!(store.next_sample_seq().await.unwrap(), 6);
             assert_eq!(store.replay_from().await.unwrap(), 3);
@@ -602,7 +606,7 @@ async fn deliveries_are_created_with_events_claimed_once_recorded_under_their_le
                 ],
                 ..Default::default()
             };
-            assert_eq!(store.commit(&batch).await.unwrap(), 3);
+            assert_eq!(store.commit(batch.clone()).await.unwrap(), 3);
             assert_eq!(
                 store.pending_deliveries().await.unwrap(),
                 3,
@@ -790,7 +794,7 @@ async fn retention_removes_old_events_and_samples_in_batches_but_keeps_what_repl
                 .map(|i| (i, sample_row(if i <= 60 { 0 } else { 10 * day })))
                 .collect();
             store
-                .commit(&WriteBatch {
+                .commit(WriteBatch {
                     events,
                     samples,
                     replay_from: Some(51),
@@ -833,7 +837,7 @@ async fn retention_removes_old_events_and_samples_in_batches_but_keeps_what_repl
                 ],
                 ..Default::default()
             };
-            store.commit(&batch).await.unwrap();
+            store.commit(batch.clone()).await.unwrap();
             assert_eq!(store.delete_finished_instances(cutoff).await.unwrap(), 1);
             assert_eq!(store.unfinished_instances().await.unwrap().len(), 1);
         },
@@ -858,7 +862,7 @@ async fn retention_keeps_an_event_with_a_pending_delivery_then_trims_the_deliver
                 events: vec![event("a", 1_000, "ev", "k", C, None)],
                 ..Default::default()
             };
-            store.commit(&batch).await.unwrap();
+            store.commit(batch.clone()).await.unwrap();
             assert_eq!(
                 store.delete_old_events("a", 10_000).await.unwrap(),
                 0,
@@ -917,7 +921,7 @@ async fn a_deleted_account_is_purged_in_batches() {
                 })
                 .collect();
             store
-                .commit(&WriteBatch {
+                .commit(WriteBatch {
                     events,
                     ..Default::default()
                 })

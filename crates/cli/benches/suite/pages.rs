@@ -37,7 +37,12 @@ pub struct Pages {
     pub failed: usize,
 }
 
+/// Disk the database takes per stored event (1.36 KB measured at 10 million), with a margin.
+const BYTES_PER_EVENT: u64 = 1_600;
+
 pub async fn run(sizes: &[usize]) -> anyhow::Result<Vec<Pages>> {
+    let largest = sizes.iter().copied().max().unwrap_or(0) as u64;
+    check_free_disk(largest * BYTES_PER_EVENT)?;
     let server = BenchServer::start().await?;
     let mut accounts = Vec::new();
     for i in 0..ACCOUNTS {
@@ -95,6 +100,30 @@ pub async fn run(sizes: &[usize]) -> anyhow::Result<Vec<Pages>> {
     }
     server.stop().await?;
     Ok(results)
+}
+
+/// Fails at once, rather than minutes into the fill, when the temporary folder's disk cannot
+/// hold the database.
+fn check_free_disk(needed: u64) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir();
+    let out = std::process::Command::new("df")
+        .args(["-k", "--output=avail"])
+        .arg(&dir)
+        .output()?;
+    let free_kib: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    anyhow::ensure!(
+        free_kib.saturating_mul(1024) >= needed,
+        "the events-page part needs about {} GB free in {} and {} GB are; free some, point \
+         TMPDIR elsewhere, or lower QSS_BENCH_EVENTS",
+        needed / 1_000_000_000,
+        dir.display(),
+        free_kib * 1024 / 1_000_000_000
+    );
+    Ok(())
 }
 
 fn database_bytes(server: &BenchServer) -> u64 {

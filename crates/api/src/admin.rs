@@ -268,17 +268,10 @@ pub async fn create_ingest_key_in(
     })
 }
 
-/// Awaits a store call, its error as the API answers it.
-pub(crate) async fn db<T>(
-    call: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, ApiError> {
-    call.await.map_err(ApiError::from)
-}
-
 async fn existing_account(state: &AppState, account_id: &str) -> Result<AccountRecord, ApiError> {
-    let store = state.store.clone();
-    let id = account_id.to_string();
-    db(async move { store.get_account(&id).await })
+    state
+        .store
+        .get_account(account_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Account {account_id} does not exist.")))
 }
@@ -293,17 +286,14 @@ pub async fn create_account(
     authorize_admin(&state, &headers)?;
     let v = crate::body::read_json(&headers, body, BODY_LIMIT, false).await?;
     let input = AccountIn::parse(&v)?;
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let out = db(async move { create_account_in(&store, &input, now).await }).await?;
+    let out = create_account_in(&state.store, &input, now).await?;
     refresh_account(&state, &out.account.account_id).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 async fn refresh_account(state: &AppState, account_id: &str) -> Result<(), ApiError> {
-    let store = state.store.clone();
-    let id = account_id.to_string();
-    match db(async move { store.get_account(&id).await }).await? {
+    match state.store.get_account(account_id).await? {
         Some(a) => state.accounts.put(a),
         None => state.accounts.remove(account_id),
     }
@@ -345,9 +335,10 @@ pub async fn list_accounts(
         ),
         None => None,
     };
-    let store = state.store.clone();
-    let mut rows =
-        db(async move { store.list_accounts(after.as_deref(), page_size + 1).await }).await?;
+    let mut rows = state
+        .store
+        .list_accounts(after.as_deref(), page_size + 1)
+        .await?;
     let more = rows.len() > page_size;
     rows.truncate(page_size);
     let next_page_token = match (more, rows.last()) {
@@ -407,9 +398,7 @@ pub async fn patch_account(
     if let Some(b) = addon {
         a.qss_addon = b;
     }
-    let store = state.store.clone();
-    let updated = a.clone();
-    if !db(async move { store.update_account(&updated).await }).await? {
+    if !state.store.update_account(&a).await? {
         return Err(ApiError::NotFound(format!(
             "Account {account_id} does not exist."
         )));
@@ -427,10 +416,8 @@ pub async fn delete_account(
     Path(account_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize_admin(&state, &headers)?;
-    let store = state.store.clone();
-    let id = account_id.clone();
     let now = state.clock.now_ms();
-    if !db(async move { store.delete_account(&id, now).await }).await? {
+    if !state.store.delete_account(&account_id, now).await? {
         return Err(ApiError::NotFound(format!(
             "Account {account_id} does not exist."
         )));
@@ -457,10 +444,8 @@ pub async fn create_credentials(
     let v = crate::body::read_json(&headers, body, BODY_LIMIT, true).await?;
     let scopes = parse_scopes(v.get("scopes"))?;
     existing_account(&state, &account_id).await?;
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let out =
-        db(async move { create_credentials_in(&store, &account_id, &scopes, now).await }).await?;
+    let out = create_credentials_in(&state.store, &account_id, &scopes, now).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -473,10 +458,12 @@ pub async fn revoke_credentials(
     Path((account_id, client_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     authorize_admin(&state, &headers)?;
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let cid = client_id.clone();
-    if !db(async move { store.revoke_credentials(&account_id, &cid, now).await }).await? {
+    if !state
+        .store
+        .revoke_credentials(&account_id, &client_id, now)
+        .await?
+    {
         return Err(ApiError::NotFound(format!(
             "Credentials {client_id} do not exist."
         )));
@@ -495,9 +482,8 @@ pub async fn create_ingest_key(
 ) -> Result<Response, ApiError> {
     authorize_admin(&state, &headers)?;
     existing_account(&state, &account_id).await?;
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let out = db(async move { create_ingest_key_in(&store, &account_id, now).await }).await?;
+    let out = create_ingest_key_in(&state.store, &account_id, now).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -523,8 +509,7 @@ pub async fn list_ingest_keys(
 ) -> Result<Json<IngestKeyListOut>, ApiError> {
     authorize_admin(&state, &headers)?;
     existing_account(&state, &account_id).await?;
-    let store = state.store.clone();
-    let keys = db(async move { store.list_ingest_keys(&account_id).await }).await?;
+    let keys = state.store.list_ingest_keys(&account_id).await?;
     Ok(Json(IngestKeyListOut {
         ingest_keys: keys
             .into_iter()
@@ -546,10 +531,12 @@ pub async fn revoke_ingest_key(
     Path((account_id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     authorize_admin(&state, &headers)?;
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let kid = key_id.clone();
-    if !db(async move { store.revoke_ingest_key(&account_id, &kid, now).await }).await? {
+    if !state
+        .store
+        .revoke_ingest_key(&account_id, &key_id, now)
+        .await?
+    {
         return Err(ApiError::NotFound(format!(
             "Ingest key {key_id} does not exist."
         )));

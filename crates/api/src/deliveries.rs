@@ -13,7 +13,7 @@ use qss_store::{AttemptRow, DeliveryRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::admin::{db, parse_page_size};
+use crate::admin::parse_page_size;
 use crate::auth::{SCOPE_READ, SCOPE_WRITE, authorize};
 use crate::webhooks::existing;
 use crate::{ApiError, AppState};
@@ -189,29 +189,23 @@ pub async fn list_deliveries(
         }
     };
     existing(&state, &account_id, &webhook_id).await?;
-    let store = state.store.clone();
-    let (aid, wid) = (account_id.clone(), webhook_id.clone());
-    let (status, event) = (cursor.status.clone(), cursor.event.clone());
+    let (from, to) = (cursor.from, cursor.to);
     let before =
         (cursor.before_ts != i64::MAX).then(|| (cursor.before_ts, cursor.before_id.clone()));
-    let (from, to) = (cursor.from, cursor.to);
-    let mut rows = db(async move {
-        {
-            store.list_deliveries(
-                &aid,
-                &wid,
-                status.as_deref(),
-                event.as_deref(),
-                from,
-                to,
-                before,
-                page_size + 1,
-                now,
-            )
-        }
-        .await
-    })
-    .await?;
+    let mut rows = state
+        .store
+        .list_deliveries(
+            &account_id,
+            &webhook_id,
+            cursor.status.as_deref(),
+            cursor.event.as_deref(),
+            from,
+            to,
+            before,
+            page_size + 1,
+            now,
+        )
+        .await?;
     let more = rows.len() > page_size;
     rows.truncate(page_size);
     let next_page_token = match (more, rows.last()) {
@@ -247,16 +241,12 @@ pub async fn get_delivery(
     Path((account_id, webhook_id, delivery_id)): Path<(String, String, String)>,
 ) -> Result<Json<DeliveryOut>, ApiError> {
     authorize(&state, &headers, &account_id, SCOPE_READ, true).await?;
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let did = delivery_id.clone();
-    let (d, attempts) = db(async move {
-        store
-            .get_delivery(&account_id, &webhook_id, &did, now)
-            .await
-    })
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("Delivery {delivery_id} does not exist.")))?;
+    let (d, attempts) = state
+        .store
+        .get_delivery(&account_id, &webhook_id, &delivery_id, now)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Delivery {delivery_id} does not exist.")))?;
     let mut out = delivery_out(&d);
     out.attempts = Some(attempts.iter().map(|a| attempt_out(a, true)).collect());
     Ok(Json(out))
@@ -276,9 +266,10 @@ pub async fn retry_delivery(
     authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
     let w = existing(&state, &account_id, &webhook_id).await?;
     let now = state.clock.now_ms();
-    let store = state.store.clone();
-    let (aid, wid, did) = (account_id.clone(), webhook_id.clone(), delivery_id.clone());
-    let found = db(async move { store.get_delivery(&aid, &wid, &did, now).await }).await?;
+    let found = state
+        .store
+        .get_delivery(&account_id, &webhook_id, &delivery_id, now)
+        .await?;
     let Some((d, _)) = found else {
         return Err(ApiError::NotFound(format!(
             "Delivery {delivery_id} does not exist."
@@ -294,8 +285,11 @@ pub async fn retry_delivery(
             "The delivery was cancelled.".to_string()
         }));
     }
-    let store = state.store.clone();
-    if !db(async move { store.retry_delivery(&account_id, &delivery_id, now).await }).await? {
+    if !state
+        .store
+        .retry_delivery(&account_id, &delivery_id, now)
+        .await?
+    {
         return Err(ApiError::Conflict(
             "An attempt of this delivery is in flight.".to_string(),
         ));
@@ -366,9 +360,10 @@ pub async fn replay(
         .filter(|t| event.as_ref().is_none_or(|e| e == *t))
         .cloned()
         .collect();
-    let store = state.store.clone();
-    let (aid, ty) = (account_id.clone(), types.clone());
-    let count = db(async move { store.count_events(&aid, &ty, from, to).await }).await?;
+    let count = state
+        .store
+        .count_events(&account_id, &types, from, to)
+        .await?;
     if count > MAX_REPLAY {
         return Err(ApiError::invalid(
             "from",
@@ -378,14 +373,11 @@ pub async fn replay(
     if w.status != "active" {
         return Err(ApiError::Conflict("The webhook is not active.".to_string()));
     }
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let queued = db(async move {
-        store
-            .replay(&account_id, &webhook_id, &types, from, to, now)
-            .await
-    })
-    .await?;
+    let queued = state
+        .store
+        .replay(&account_id, &webhook_id, &types, from, to, now)
+        .await?;
     state.delivery_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(ReplayOut { queued })).into_response())
 }

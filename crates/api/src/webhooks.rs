@@ -15,7 +15,6 @@ use qss_store::{MAX_WEBHOOKS, WebhookRecord};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::admin::db;
 use crate::auth::{SCOPE_READ, SCOPE_WRITE, authorize};
 use crate::{ApiError, AppState};
 
@@ -188,9 +187,9 @@ pub(crate) async fn existing(
     account_id: &str,
     webhook_id: &str,
 ) -> Result<WebhookRecord, ApiError> {
-    let store = state.store.clone();
-    let (a, w) = (account_id.to_string(), webhook_id.to_string());
-    db(async move { store.get_webhook(&a, &w).await })
+    state
+        .store
+        .get_webhook(account_id, webhook_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Webhook {webhook_id} does not exist.")))
 }
@@ -278,13 +277,7 @@ pub async fn create_webhook(
     let f = parse_fields(&v, state.config.webhook_allow_private_networks, true)?;
     let (url, events) = (f.url.expect("validated"), f.events.expect("validated"));
     check_resolved_host(&state, &url).await?;
-    let store = state.store.clone();
-    let aid = account_id.clone();
-    if db(async move { store.list_webhooks(&aid).await })
-        .await?
-        .len() as i64
-        >= MAX_WEBHOOKS
-    {
+    if state.store.list_webhooks(&account_id).await?.len() as i64 >= MAX_WEBHOOKS {
         return Err(ApiError::Conflict(format!(
             "An account has at most {MAX_WEBHOOKS} webhooks."
         )));
@@ -322,9 +315,7 @@ pub async fn create_webhook(
         next_validation_at: validated_at.map(|v| revalidate_at(&state, v)),
         validation_failures: 0,
     };
-    let store = state.store.clone();
-    let r = record.clone();
-    if !db(async move { store.insert_webhook(&r).await }).await? {
+    if !state.store.insert_webhook(&record).await? {
         return Err(ApiError::Conflict(format!(
             "An account has at most {MAX_WEBHOOKS} webhooks."
         )));
@@ -344,8 +335,7 @@ pub async fn list_webhooks(
     Path(account_id): Path<String>,
 ) -> Result<Json<WebhookListOut>, ApiError> {
     authorize(&state, &headers, &account_id, SCOPE_READ, true).await?;
-    let store = state.store.clone();
-    let rows = db(async move { store.list_webhooks(&account_id).await }).await?;
+    let rows = state.store.list_webhooks(&account_id).await?;
     Ok(Json(WebhookListOut {
         webhooks: rows.iter().map(WebhookOut::from).collect(),
     }))
@@ -411,9 +401,7 @@ pub async fn patch_webhook(
     if f.status.as_deref() == Some("paused") {
         w.status = "paused".to_string();
     }
-    let store = state.store.clone();
-    let r = w.clone();
-    if !db(async move { store.update_webhook(&r).await }).await? {
+    if !state.store.update_webhook(&w).await? {
         return Err(ApiError::NotFound(format!(
             "Webhook {webhook_id} does not exist."
         )));
@@ -434,9 +422,7 @@ pub async fn delete_webhook(
     Path((account_id, webhook_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers, &account_id, SCOPE_WRITE, true).await?;
-    let store = state.store.clone();
-    let wid = webhook_id.clone();
-    if !db(async move { store.delete_webhook(&account_id, &wid).await }).await? {
+    if !state.store.delete_webhook(&account_id, &webhook_id).await? {
         return Err(ApiError::NotFound(format!(
             "Webhook {webhook_id} does not exist."
         )));
@@ -462,9 +448,7 @@ pub async fn validate_webhook(
         .await
         .map_err(|reason| ApiError::invalid("url", reason))?;
     mark_validated(&state, &mut w, now);
-    let store = state.store.clone();
-    let r = w.clone();
-    db(async move { store.update_webhook(&r).await }).await?;
+    state.store.update_webhook(&w).await?;
     changed(&state);
     state.delivery_wake.notify_one();
     Ok(Json(WebhookOut::from(&w)))
@@ -491,8 +475,7 @@ pub async fn rotate_secret(
     let now = state.clock.now_ms();
     w.previous_secret = Some(std::mem::replace(&mut w.secret, secret.clone()));
     w.previous_secret_until = Some(now + ROTATION_OVERLAP_MS);
-    let store = state.store.clone();
-    db(async move { store.update_webhook(&w).await }).await?;
+    state.store.update_webhook(&w).await?;
     changed(&state);
     Ok(Json(SecretOut {
         secret_token: secret,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use qss_api::{Accounts, ApiConfig, AppState, Clock, Metrics};
-use qss_store::{SqliteStore, hash_secret};
+use qss_store::{SqliteStore, Store, hash_secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -64,11 +64,12 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Server> {
     let path = config.sqlite_path()?;
-    let store = Arc::new(
+    let sqlite = Arc::new(
         tokio::task::spawn_blocking(move || SqliteStore::open_exclusive(&path))
             .await?
             .context("opening the database")?,
     );
+    let store = Store::Sqlite(sqlite);
 
     // The operator token: configured, or generated on first start and stored hashed.
     let mut generated_admin_token = None;
@@ -76,23 +77,25 @@ pub async fn start(
         Some(t) => hash_secret(t),
         None => {
             let candidate = qss_domain::ids::random_secret();
-            let stored = store.init_meta(ADMIN_TOKEN_KEY, &hex32(&hash_secret(&candidate)))?;
+            let stored = store
+                .init_meta(ADMIN_TOKEN_KEY, &hex32(&hash_secret(&candidate)))
+                .await?;
             if stored == hex32(&hash_secret(&candidate)) {
                 generated_admin_token = Some(candidate);
             }
             unhex32(&stored).context("stored admin token hash is corrupt")?
         }
     };
-    let page_key = unhex32(&store.init_meta(
-        PAGE_KEY,
-        &hex32(&hash_secret(&qss_domain::ids::random_secret())),
-    )?)
-    .context("stored page key is corrupt")?;
+    let page_key = store
+        .init_meta(
+            PAGE_KEY,
+            &hex32(&hash_secret(&qss_domain::ids::random_secret())),
+        )
+        .await?;
+    let page_key = unhex32(&page_key).context("stored page key is corrupt")?;
 
     let accounts = Arc::new(Accounts::default());
-    accounts
-        .reload(&qss_store::Store::Sqlite(store.clone()))
-        .await?;
+    accounts.reload(&store).await?;
     let metrics = Arc::new(Metrics::new());
 
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
@@ -105,7 +108,7 @@ pub async fn start(
         })
         .context("building the webhook client")?;
     let mut pipeline = pipeline::Pipeline::new(
-        qss_store::Store::Sqlite(store.clone()),
+        store.clone(),
         accounts.clone(),
         clock.clone(),
         metrics.clone(),
@@ -136,7 +139,7 @@ pub async fn start(
             webhook_allow_private_networks: config.webhook.allow_private_networks,
             webhook_revalidate_hours: config.webhook.revalidate_hours,
         }),
-        store: qss_store::Store::Sqlite(store.clone()),
+        store: store.clone(),
         accounts: accounts.clone(),
         auth: Arc::new(Default::default()),
         admin_token_hash: Arc::new(admin_hash),
@@ -150,7 +153,7 @@ pub async fn start(
         shutting_down: Arc::new(AtomicBool::new(false)),
     };
     let dispatcher = Arc::new(dispatch::Dispatcher::new(
-        qss_store::Store::Sqlite(store.clone()),
+        store.clone(),
         webhook_client,
         clock.clone(),
         metrics.clone(),
@@ -216,7 +219,7 @@ pub async fn start(
 
 /// Periodic chores: the accounts cache (changes made by `qss admin`), expired tokens.
 fn spawn_background(
-    store: Arc<SqliteStore>,
+    store: Store,
     accounts: Arc<Accounts>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -232,70 +235,72 @@ fn spawn_background(
                 _ = shutdown.cancelled() => return,
             }
             n += 1;
-            let (store, accounts, metrics, now) = (
-                store.clone(),
-                accounts.clone(),
-                metrics.clone(),
-                clock.now_ms(),
-            );
-            if let Err(e) = accounts
-                .reload(&qss_store::Store::Sqlite(store.clone()))
-                .await
+            let now = clock.now_ms();
+            if let Err(e) =
+                background_pass(&store, &accounts, &metrics, n, now, delivery_log_days).await
             {
-                tracing::warn!(error = %e, "reloading accounts failed");
-            }
-            let result = tokio::task::spawn_blocking(move || {
-                metrics.pending_deliveries.set(store.pending_deliveries()?);
-                if n.is_multiple_of(600) {
-                    store.purge_expired_tokens(now - 3_600_000)?;
-                }
-                // Retention runs at start and then every ten minutes (a lowered value applies
-                // at the next pass, well within the hour the SPEC allows).
-                if n == 1 || n.is_multiple_of(600) {
-                    retention_pass(&store, now, delivery_log_days)?;
-                }
-                Ok::<_, qss_store::StoreError>(())
-            })
-            .await;
-            if let Ok(Err(e)) = result {
                 tracing::warn!(error = %e, "background refresh failed");
             }
         }
     })
 }
 
+/// One second's chores: the accounts cache, the pending-deliveries gauge; hourly-ish token
+/// purge; retention at start and then every ten minutes (a lowered value applies at the next
+/// pass, well within the hour the SPEC allows).
+async fn background_pass(
+    store: &Store,
+    accounts: &Accounts,
+    metrics: &Metrics,
+    n: u64,
+    now: i64,
+    delivery_log_days: u32,
+) -> Result<(), qss_store::StoreError> {
+    accounts.reload(store).await?;
+    metrics
+        .pending_deliveries
+        .set(store.pending_deliveries().await?);
+    if n.is_multiple_of(600) {
+        store.purge_expired_tokens(now - 3_600_000).await?;
+    }
+    if n == 1 || n.is_multiple_of(600) {
+        retention_pass(store, now, delivery_log_days).await?;
+    }
+    Ok(())
+}
+
 /// One retention pass: events and raw samples past each account's `retention_days`, and the
 /// data of deleted accounts, batch by batch.
-fn retention_pass(
-    store: &SqliteStore,
+async fn retention_pass(
+    store: &Store,
     now: i64,
     delivery_log_days: u32,
 ) -> Result<(), qss_store::StoreError> {
     let started = std::time::Instant::now();
     let mut cutoffs = std::collections::HashMap::new();
     let mut deleted = 0usize;
-    for a in store.all_accounts()? {
+    for a in store.all_accounts().await? {
         let cutoff = now - i64::from(a.settings.retention_days) * 86_400_000;
-        while let n @ 1.. = store.delete_old_events(&a.account_id, cutoff)? {
+        while let n @ 1.. = store.delete_old_events(&a.account_id, cutoff).await? {
             deleted += n;
         }
         cutoffs.insert(a.account_id, cutoff);
     }
-    for account_id in store.deleted_accounts()? {
-        while let n @ 1.. = store.purge_account_batch(&account_id)? {
+    for account_id in store.deleted_accounts().await? {
+        while let n @ 1.. = store.purge_account_batch(&account_id).await? {
             deleted += n;
         }
     }
     let log_cutoff = now - i64::from(delivery_log_days) * 86_400_000;
-    while let n @ 1.. = store.delete_old_deliveries(log_cutoff)? {
+    while let n @ 1.. = store.delete_old_deliveries(log_cutoff).await? {
         deleted += n;
     }
     let boundary = now - qss_engine::aggregator::CLOSED_MEMORY_MS;
-    while let n @ 1.. = store.delete_finished_instances(boundary)? {
+    while let n @ 1.. = store.delete_finished_instances(boundary).await? {
         deleted += n;
     }
-    let keep_from = store.replay_from()?;
-    while let n @ 1.. = store.delete_old_samples(&cutoffs, keep_from)? {
+    let keep_from = store.replay_from().await?;
+    while let n @ 1.. = store.delete_old_samples(&cutoffs, keep_from).await? {
         deleted += n;
     }
     if deleted > 0 {

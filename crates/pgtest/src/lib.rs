@@ -23,7 +23,7 @@ pub struct PgCluster {
     data: PathBuf,
     port: u16,
     /// Holds the data and socket folders; removed after the server stops.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     databases: AtomicUsize,
 }
 
@@ -74,7 +74,7 @@ impl PgCluster {
             bin,
             data,
             port: spare_port(),
-            _dir: dir,
+            dir,
             databases: AtomicUsize::new(0),
         };
         cluster.restart();
@@ -120,13 +120,13 @@ impl PgCluster {
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             self.port,
-            self._dir.path().display()
+            self.dir.path().display()
         );
         run(user_command(&self.bin.join("pg_ctl"), is_root())
             .args(["start", "-w", "-t", "60", "-s", "-D"])
             .arg(&self.data)
             .args(["-l"])
-            .arg(self._dir.path().join("server.log"))
+            .arg(self.dir.path().join("server.log"))
             .args(["-o", &options]));
     }
 }

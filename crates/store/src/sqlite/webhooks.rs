@@ -348,21 +348,6 @@ impl SqliteStore {
         })
     }
 
-    /// The stored body of an event.
-    pub fn event_body(
-        &self,
-        account_id: &str,
-        event_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        self.read(|c| {
-            Ok(
-                c.prepare_cached("SELECT body FROM events WHERE account_id = ?1 AND id = ?2")?
-                    .query_row(params![account_id, event_id], |r| r.get(0))
-                    .optional()?,
-            )
-        })
-    }
-
     /// A subscription's deliveries, newest first by `(created_at, id)`, after `before`.
     #[allow(clippy::too_many_arguments)]
     pub fn list_deliveries(

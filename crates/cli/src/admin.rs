@@ -8,7 +8,8 @@ use qss_api::admin::{
 use qss_domain::Plan;
 use std::sync::Arc;
 
-use qss_store::{SqliteStore, Store};
+use qss_server::Backend;
+use qss_store::{PgStore, SqliteStore, Store};
 use serde_json::json;
 
 use crate::ConfigArgs;
@@ -78,12 +79,20 @@ fn plan(s: &str) -> anyhow::Result<Plan> {
 
 pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
     let config = args.load()?;
-    let store = Arc::new(SqliteStore::open_shared(&config.sqlite_path()?)?);
-    // The operations shared with the HTTP admin API are async over `Store`.
-    let shared = Store::Sqlite(store.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    rt.block_on(async {
+        let store = match config.backend()? {
+            Backend::Sqlite(path) => Store::Sqlite(Arc::new(SqliteStore::open_shared(&path)?)),
+            Backend::Postgres(url) => Store::Postgres(PgStore::connect(&url, 2).await?),
+        };
+        execute(&store, command).await
+    })
+}
+
+async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
+    let shared = store;
     let now = now_ms();
     let missing = |id: &str| anyhow::anyhow!("account {id} does not exist");
     match command {
@@ -97,15 +106,16 @@ pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
                 plan: plan(&p)?,
                 qss_addon,
             };
-            print(rt.block_on(create_account_in(&shared, &input, now))?)
+            print(create_account_in(shared, &input, now).await?)
         }
         AdminCommand::ListAccounts => {
-            let all = store.all_accounts()?;
+            let all = store.all_accounts().await?;
             print(all.iter().map(AccountOut::from).collect::<Vec<_>>())
         }
         AdminCommand::GetAccount { account_id } => {
             let a = store
-                .get_account(&account_id)?
+                .get_account(&account_id)
+                .await?
                 .ok_or_else(|| missing(&account_id))?;
             print(AccountOut::from(&a))
         }
@@ -116,7 +126,8 @@ pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
             qss_addon,
         } => {
             let mut a = store
-                .get_account(&account_id)?
+                .get_account(&account_id)
+                .await?
                 .ok_or_else(|| missing(&account_id))?;
             if let Some(n) = name {
                 anyhow::ensure!(
@@ -131,42 +142,46 @@ pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
             if let Some(b) = qss_addon {
                 a.qss_addon = b;
             }
-            store.update_account(&a)?;
+            store.update_account(&a).await?;
             print(AccountOut::from(&a))
         }
         AdminCommand::DeleteAccount { account_id } => {
             anyhow::ensure!(
-                store.delete_account(&account_id, now)?,
+                store.delete_account(&account_id, now).await?,
                 "account {account_id} does not exist"
             );
             print(json!({"deleted": account_id}))
         }
         AdminCommand::CreateCredentials { account_id, scopes } => {
             store
-                .get_account(&account_id)?
+                .get_account(&account_id)
+                .await?
                 .ok_or_else(|| missing(&account_id))?;
             let list = scopes.map(|s| json!(s.split(',').map(str::trim).collect::<Vec<_>>()));
             let scopes = parse_scopes(list.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            print(rt.block_on(create_credentials_in(&shared, &account_id, &scopes, now))?)
+            print(create_credentials_in(shared, &account_id, &scopes, now).await?)
         }
         AdminCommand::RevokeCredentials {
             account_id,
             client_id,
         } => {
             anyhow::ensure!(
-                store.revoke_credentials(&account_id, &client_id, now)?,
+                store
+                    .revoke_credentials(&account_id, &client_id, now)
+                    .await?,
                 "no such credentials"
             );
             print(json!({"revoked": client_id}))
         }
         AdminCommand::CreateIngestKey { account_id } => {
             store
-                .get_account(&account_id)?
+                .get_account(&account_id)
+                .await?
                 .ok_or_else(|| missing(&account_id))?;
-            print(rt.block_on(create_ingest_key_in(&shared, &account_id, now))?)
+            print(create_ingest_key_in(shared, &account_id, now).await?)
         }
         AdminCommand::ListIngestKeys { account_id } => {
-            let keys = store.list_ingest_keys(&account_id)?;
+            let keys = store.list_ingest_keys(&account_id).await?;
             print(
                 keys.iter()
                     .map(|k| json!({"key_id": k.key_id, "created_at": qss_domain::timefmt::format_ms(k.created_at)}))
@@ -175,7 +190,7 @@ pub fn run(args: &ConfigArgs, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::RevokeIngestKey { account_id, key_id } => {
             anyhow::ensure!(
-                store.revoke_ingest_key(&account_id, &key_id, now)?,
+                store.revoke_ingest_key(&account_id, &key_id, now).await?,
                 "no such ingest key"
             );
             print(json!({"revoked": key_id}))

@@ -19,6 +19,25 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub rate_limit: RateLimitConfig,
     pub webhook: WebhookConfig,
+    pub postgres: PostgresConfig,
+}
+
+/// Settings of the PostgreSQL backend (ignored on SQLite).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connections this node opens at most.
+    pub pool_size: usize,
+    /// How long an aggregation partition stays with a node that stopped renewing it: after a
+    /// node dies, its windows are emitted by the others this much later.
+    pub lease_seconds: u64,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +123,8 @@ const ENV: &[(&str, &str)] = &[
     ),
     ("QSS_WEBHOOK_LEASE_SECONDS", "webhook.lease_seconds"),
     ("QSS_WEBHOOK_DELIVERY_LOG_DAYS", "webhook.delivery_log_days"),
+    ("QSS_POSTGRES_POOL_SIZE", "postgres.pool_size"),
+    ("QSS_POSTGRES_LEASE_SECONDS", "postgres.lease_seconds"),
 ];
 
 /// Overrides given on the command line, as `key = value` (dotted keys).
@@ -150,6 +171,9 @@ impl Config {
         // An attempt starts at most half a lease after its claim and lasts at most the
         // timeout, so a lease longer than twice the timeout is never outlived by an attempt:
         // no delivery is ever in flight twice.
+        if self.postgres.pool_size < 2 || self.postgres.lease_seconds == 0 {
+            bail!("postgres.pool_size must be at least 2 and postgres.lease_seconds positive");
+        }
         if self.webhook.lease_seconds * 1000 <= 2 * self.webhook.timeout_ms {
             bail!(
                 "webhook.lease_seconds ({}) must be more than twice webhook.timeout_ms ({} ms)",
@@ -166,18 +190,19 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
-    /// The SQLite path of `database`, or an error for other schemes.
-    pub fn sqlite_path(&self) -> anyhow::Result<std::path::PathBuf> {
+    /// The backend `database` names.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
         match self.database.strip_prefix("sqlite://") {
-            Some(p) if !p.is_empty() => Ok(p.into()),
+            Some(p) if !p.is_empty() => Ok(Backend::Sqlite(p.into())),
             _ if self.database.starts_with("postgres://")
                 || self.database.starts_with("postgresql://") =>
             {
-                bail!(
-                    "the PostgreSQL backend is not available in this version; use sqlite://<path>"
-                )
+                Ok(Backend::Postgres(self.database.clone()))
             }
-            _ => bail!("database must be sqlite://<path>, got {:?}", self.database),
+            _ => bail!(
+                "database must be sqlite://<path> or postgres://..., got {:?}",
+                self.database
+            ),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! background tasks and the HTTP API are wired together. [`start`] takes a bound listener,
 //! a clock and a shutdown token, so tests run a whole server on port 0 with a manual clock.
 
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod pipeline;
@@ -12,11 +13,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use qss_api::{Accounts, ApiConfig, AppState, Clock, Metrics};
-use qss_store::{SqliteStore, Store, hash_secret};
+use qss_store::{PgStore, SqliteStore, Store, hash_secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Backend, Config};
 
 /// Ingest requests queued for the aggregation thread; beyond this, handlers wait (and with
 /// them, their clients): the queue never grows without bound.
@@ -63,13 +64,22 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Server> {
-    let path = config.sqlite_path()?;
-    let sqlite = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open_exclusive(&path))
-            .await?
-            .context("opening the database")?,
-    );
-    let store = Store::Sqlite(sqlite);
+    let backend = config.backend()?;
+    let store = match &backend {
+        Backend::Sqlite(path) => {
+            let path = path.clone();
+            Store::Sqlite(Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open_exclusive(&path))
+                    .await?
+                    .context("opening the database")?,
+            ))
+        }
+        Backend::Postgres(url) => Store::Postgres(
+            PgStore::connect(url, config.postgres.pool_size)
+                .await
+                .context("connecting to PostgreSQL and applying migrations")?,
+        ),
+    };
 
     // The operator token: configured, or generated on first start and stored hashed.
     let mut generated_admin_token = None;
@@ -107,25 +117,14 @@ pub async fn start(
             max_idle_per_host: config.webhook.max_in_flight_per_endpoint as usize,
         })
         .context("building the webhook client")?;
-    let mut pipeline = pipeline::Pipeline::new(
-        store.clone(),
-        accounts.clone(),
-        clock.clone(),
-        metrics.clone(),
-        delivery_wake.clone(),
-    );
-    pipeline
-        .recover()
-        .await
-        .context("recovering aggregation state")?;
     let (tx, rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
-    let pipeline_stop = CancellationToken::new();
-    let pipeline_thread = {
-        let stop = pipeline_stop.clone();
-        std::thread::Builder::new()
-            .name("qss-aggregation".into())
-            .spawn(move || pipeline.run(rx, stop))
-            .context("starting the aggregation thread")?
+    let aggregation = match &store {
+        Store::Sqlite(_) => {
+            start_pipeline(&store, &accounts, &clock, &metrics, &delivery_wake, rx).await?
+        }
+        Store::Postgres(pg) => {
+            start_cluster(pg, &config, &accounts, &clock, &metrics, &delivery_wake, rx)?
+        }
     };
 
     let state = AppState {
@@ -197,15 +196,12 @@ pub async fn start(
             result = serve => result.context("http server")?,
             _ = deadline => tracing::warn!("in-flight requests did not finish before the shutdown deadline"),
         }
-        // No handler waits on the ingest queue any more; the aggregation thread commits what
-        // is still queued and stops.
-        pipeline_stop.cancel();
+        // No handler waits on the ingest queue any more; the aggregation commits what is
+        // still queued and stops.
         background.abort();
         // Attempts in flight finish (bounded by the attempt timeout).
         let _ = dispatcher_task.await;
-        tokio::task::spawn_blocking(move || pipeline_thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("aggregation thread panicked"))?;
+        aggregation.stop().await?;
         tracing::info!("stopped");
         Ok(())
     });
@@ -214,6 +210,111 @@ pub async fn start(
         generated_admin_token,
         state,
         task,
+    })
+}
+
+/// The aggregation, whichever the backend: stopped last, after the HTTP server.
+struct Aggregation {
+    stop: CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Aggregation {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        for t in self.threads {
+            tokio::task::spawn_blocking(move || t.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("aggregation thread panicked"))?;
+        }
+        Ok(())
+    }
+}
+
+/// SQLite: one aggregation thread, the only writer, after rebuilding its state.
+async fn start_pipeline(
+    store: &Store,
+    accounts: &Arc<Accounts>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    delivery_wake: &Arc<tokio::sync::Notify>,
+    rx: tokio::sync::mpsc::Receiver<qss_api::IngestJob>,
+) -> anyhow::Result<Aggregation> {
+    let mut pipeline = pipeline::Pipeline::new(
+        store.clone(),
+        accounts.clone(),
+        clock.clone(),
+        metrics.clone(),
+        delivery_wake.clone(),
+    );
+    pipeline
+        .recover()
+        .await
+        .context("recovering aggregation state")?;
+    let stop = CancellationToken::new();
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("qss-aggregation".into())
+            .spawn(move || pipeline.run(rx, stop))
+            .context("starting the aggregation thread")?
+    };
+    Ok(Aggregation {
+        stop,
+        threads: vec![thread],
+        tasks: Vec::new(),
+    })
+}
+
+/// PostgreSQL: an ingest writer appending to the shared log, the partition worker on its own
+/// thread, and the notification listener.
+fn start_cluster(
+    pg: &PgStore,
+    config: &Config,
+    accounts: &Arc<Accounts>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    delivery_wake: &Arc<tokio::sync::Notify>,
+    rx: tokio::sync::mpsc::Receiver<qss_api::IngestJob>,
+) -> anyhow::Result<Aggregation> {
+    let stop = CancellationToken::new();
+    let samples_wake = Arc::new(tokio::sync::Notify::new());
+    let writer = tokio::spawn(cluster::ingest_writer(
+        pg.clone(),
+        accounts.clone(),
+        metrics.clone(),
+        rx,
+        stop.clone(),
+    ));
+    let listener = tokio::spawn(cluster::listen(
+        config.database.clone(),
+        samples_wake.clone(),
+        delivery_wake.clone(),
+        stop.clone(),
+    ));
+    let worker = cluster::PartitionWorker::new(
+        pg.clone(),
+        config.postgres.lease_seconds as i64 * 1000,
+        accounts.clone(),
+        clock.clone(),
+        metrics.clone(),
+        delivery_wake.clone(),
+    );
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("qss-aggregation".into())
+            .spawn(move || worker.run(samples_wake, stop))
+            .context("starting the aggregation thread")?
+    };
+    Ok(Aggregation {
+        stop,
+        threads: vec![thread],
+        tasks: vec![writer, listener],
     })
 }
 
@@ -299,7 +400,7 @@ async fn retention_pass(
     while let n @ 1.. = store.delete_finished_instances(boundary).await? {
         deleted += n;
     }
-    let keep_from = store.replay_from().await?;
+    let keep_from = store.samples_needed_from().await?;
     while let n @ 1.. = store.delete_old_samples(&cutoffs, keep_from).await? {
         deleted += n;
     }

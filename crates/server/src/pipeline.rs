@@ -360,7 +360,7 @@ impl Pipeline {
     }
 }
 
-fn instance_row(c: InstanceChange) -> InstanceRow {
+pub(crate) fn instance_row(c: InstanceChange) -> InstanceRow {
     let (kind, series_id, direction) = match c.series {
         Series::Meeting { meeting_id } => ("meeting", meeting_id, None),
         Series::Call { call_id, direction } => {
@@ -385,7 +385,7 @@ fn instance_row(c: InstanceChange) -> InstanceRow {
     }
 }
 
-fn instance_change(row: InstanceRow) -> Result<InstanceChange, StoreError> {
+pub(crate) fn instance_change(row: InstanceRow) -> Result<InstanceChange, StoreError> {
     let series = match (row.kind.as_str(), row.direction.as_deref()) {
         ("meeting", _) => Series::Meeting {
             meeting_id: row.series_id,
@@ -440,7 +440,7 @@ fn envelope_body<O: serde::Serialize>(
     serde_json::to_string(&envelope).expect("events serialize")
 }
 
-fn new_event(e: Emission, now: i64) -> NewEvent {
+pub(crate) fn new_event(e: Emission, now: i64) -> NewEvent {
     let id = new_event_id(now);
     let event_type = e.object.event_type();
     let (meeting_id, instance_id, participant_id, call_id, body) = match e.object {

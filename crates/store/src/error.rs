@@ -12,6 +12,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("database error: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// Another node took a partition's lease: nothing was written for it.
+    #[error("an aggregation partition's lease was lost to another node")]
+    LeaseLost,
     /// No connection could be had (pool timed out or closed, server down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -40,8 +43,16 @@ impl StoreError {
                     | rusqlite::ErrorCode::CannotOpen
             ),
             StoreError::Io(_) | StoreError::Unavailable(_) => true,
-            // No SQLSTATE: the connection itself failed (refused, closed, timed out).
-            StoreError::Postgres(e) => e.code().is_none() || e.is_closed(),
+            // No SQLSTATE: the connection itself failed (refused, closed, timed out). Class
+            // 08 is a connection exception, 57P a server shutting down or starting up
+            // (`57P01` admin shutdown, `57P03` cannot connect now), 53 out of resources.
+            StoreError::Postgres(e) => {
+                e.is_closed()
+                    || e.code().is_none_or(|c| {
+                        let c = c.code();
+                        c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+                    })
+            }
             _ => false,
         }
     }

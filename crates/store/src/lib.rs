@@ -13,9 +13,27 @@ mod store;
 
 pub use error::StoreError;
 pub use model::*;
-pub use postgres::PgStore;
+pub use postgres::{Lease, NewSample, PartSample, PgStore};
 pub use sqlite::{MAX_WEBHOOKS, NewAccount, SqliteStore, WriteBatch};
 pub use store::Store;
+
+/// Aggregation partitions on PostgreSQL (the `partitions` table has this many rows).
+pub const PARTITIONS: i32 = 64;
+
+/// The aggregation partition of a meeting or call: FNV-1a of the account and the meeting or
+/// call id. Every node must agree, so this never changes for a database.
+pub fn partition_of(account_id: &str, series_id: &str) -> i32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account_id
+        .bytes()
+        .chain(std::iter::once(0x1f))
+        .chain(series_id.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % PARTITIONS as u64) as i32
+}
 
 /// Most rows one retention statement deletes (SPEC 10), on either backend.
 pub const RETENTION_BATCH: usize = 5000;

@@ -360,6 +360,15 @@ impl Store {
         }
     }
 
+    /// The lowest sample `seq` that rebuilding aggregation state may still need: retention
+    /// keeps everything from here on. On PostgreSQL, the lowest watermark of any partition.
+    pub async fn samples_needed_from(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => blocking(s, |s| s.replay_from()).await,
+            Store::Postgres(p) => p.samples_needed_from().await,
+        }
+    }
+
     pub async fn samples_from(
         &self,
         from: i64,

@@ -1,6 +1,7 @@
 //! The aggregation's writes (raw samples, instances, events with their deliveries, the replay
 //! watermark) and the reads that rebuild its state, as in `sqlite/ingest.rs`.
 
+use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -8,6 +9,8 @@ use super::PgStore;
 use crate::{InstanceRow, InstanceStatus, SampleRow, StoreError, StoredSample, WriteBatch};
 
 const REPLAY_KEY: &str = "replay_from_seq";
+/// The channel a commit that created deliveries notifies.
+pub const DELIVERIES_CHANNEL: &str = "qss_deliveries";
 /// The advisory lock held by every transaction that inserts events, from the allocation of
 /// their `seq` to the commit, so that `seq` order is commit order (docs/postgres-design.md).
 const EVENTS_LOCK: i64 = 0x7173_732d_6576_6e74;
@@ -18,66 +21,80 @@ impl PgStore {
     pub async fn commit(&self, batch: &WriteBatch) -> Result<usize, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        if !batch.samples.is_empty() {
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO samples (seq, account_id, received_ms, ts, interval_s, route, body)
+        let inserted = write_batch(&tx, batch).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+}
+
+/// Writes a batch in `tx`: samples, instances, events with their deliveries (under the events
+/// lock), the watermark. Returns how many events were inserted.
+pub(super) async fn write_batch(
+    tx: &Transaction<'_>,
+    batch: &WriteBatch,
+) -> Result<usize, StoreError> {
+    if !batch.samples.is_empty() {
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO samples (seq, account_id, received_ms, ts, interval_s, route, body)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .await?;
-            for (seq, s) in &batch.samples {
-                let interval = i64::from(s.interval_s);
-                tx.execute(
-                    &st,
-                    &[
-                        seq,
-                        &s.account_id,
-                        &s.received_ms,
-                        &s.ts,
-                        &interval,
-                        &s.route,
-                        &s.body,
-                    ],
-                )
-                .await?;
-            }
+            )
+            .await?;
+        for (seq, s) in &batch.samples {
+            let interval = i64::from(s.interval_s);
+            tx.execute(
+                &st,
+                &[
+                    seq,
+                    &s.account_id,
+                    &s.received_ms,
+                    &s.ts,
+                    &interval,
+                    &s.route,
+                    &s.body,
+                ],
+            )
+            .await?;
         }
-        if !batch.instances.is_empty() {
-            let st = tx
+    }
+    if !batch.instances.is_empty() {
+        let st = tx
                 .prepare_cached(
                     "INSERT INTO instances
                        (account_id, instance_id, kind, series_id, direction, meeting_type, first_seq,
-                        status, end_ts, ended_explicitly)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                        status, end_ts, ended_explicitly, part)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                      ON CONFLICT (account_id, instance_id) DO UPDATE SET
                        status = excluded.status, end_ts = excluded.end_ts,
                        ended_explicitly = excluded.ended_explicitly",
                 )
                 .await?;
-            for i in &batch.instances {
-                tx.execute(
-                    &st,
-                    &[
-                        &i.account_id,
-                        &i.instance_id,
-                        &i.kind,
-                        &i.series_id,
-                        &i.direction,
-                        &i.meeting_type,
-                        &i.first_seq,
-                        &i.status.as_str(),
-                        &i.end_ts,
-                        &i.ended_explicitly,
-                    ],
-                )
-                .await?;
-            }
+        for i in &batch.instances {
+            let part = crate::partition_of(&i.account_id, &i.series_id);
+            tx.execute(
+                &st,
+                &[
+                    &i.account_id,
+                    &i.instance_id,
+                    &i.kind,
+                    &i.series_id,
+                    &i.direction,
+                    &i.meeting_type,
+                    &i.first_seq,
+                    &i.status.as_str(),
+                    &i.end_ts,
+                    &i.ended_explicitly,
+                    &part,
+                ],
+            )
+            .await?;
         }
-        let mut inserted = 0;
-        if !batch.events.is_empty() {
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])
-                .await?;
-            let insert = tx
+    }
+    let mut inserted = 0;
+    if !batch.events.is_empty() {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])
+            .await?;
+        let insert = tx
                 .prepare_cached(
                     "INSERT INTO events (seq, id, account_id, event_type, event_ts, meeting_id,
                                          meeting_instance_id, participant_id, call_id, dedup_key, body)
@@ -86,42 +103,48 @@ impl PgStore {
                      RETURNING seq",
                 )
                 .await?;
-            let deliveries = tx.prepare_cached(CREATE_DELIVERIES).await?;
-            for e in &batch.events {
-                let params: [&(dyn ToSql + Sync); 10] = [
-                    &e.id,
-                    &e.account_id,
-                    &e.event_type,
-                    &e.event_ts,
-                    &e.meeting_id,
-                    &e.meeting_instance_id,
-                    &e.participant_id,
-                    &e.call_id,
-                    &e.dedup_key,
-                    &e.body,
-                ];
-                if tx.query_opt(&insert, &params).await?.is_some() {
-                    inserted += 1;
-                    tx.execute(
-                        &deliveries,
-                        &[&e.account_id, &e.id, &e.event_type, &e.event_ts],
-                    )
-                    .await?;
-                }
+        let deliveries = tx.prepare_cached(CREATE_DELIVERIES).await?;
+        for e in &batch.events {
+            let params: [&(dyn ToSql + Sync); 10] = [
+                &e.id,
+                &e.account_id,
+                &e.event_type,
+                &e.event_ts,
+                &e.meeting_id,
+                &e.meeting_instance_id,
+                &e.participant_id,
+                &e.call_id,
+                &e.dedup_key,
+                &e.body,
+            ];
+            if tx.query_opt(&insert, &params).await?.is_some() {
+                inserted += 1;
+                tx.execute(
+                    &deliveries,
+                    &[&e.account_id, &e.id, &e.event_type, &e.event_ts],
+                )
+                .await?;
             }
         }
-        if let Some(seq) = batch.replay_from {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&REPLAY_KEY, &seq.to_string()],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(inserted)
     }
+    if let Some(seq) = batch.replay_from {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&REPLAY_KEY, &seq.to_string()],
+        )
+        .await?;
+    }
+    if inserted > 0 {
+        // Idle dispatchers of every node wake at the commit (one notification per
+        // transaction: PostgreSQL folds identical ones).
+        tx.execute("SELECT pg_notify($1, '')", &[&DELIVERIES_CHANNEL])
+            .await?;
+    }
+    Ok(inserted)
+}
 
+impl PgStore {
     /// The next free sample sequence number.
     pub async fn next_sample_seq(&self) -> Result<i64, StoreError> {
         let c = self.client().await?;
@@ -184,7 +207,7 @@ impl PgStore {
             .await
     }
 
-    async fn instances_where(
+    pub(super) async fn instances_where(
         &self,
         condition: &str,
         params: &[&(dyn ToSql + Sync)],

@@ -4,12 +4,15 @@
 //! behaviour (the conformance suite checks both); the server does not use it yet.
 
 mod accounts;
+mod cluster;
 mod events;
 mod ingest;
 mod retention;
 mod schema;
 mod webhooks;
 
+pub use cluster::{Lease, NewSample, PartSample, SAMPLES_CHANNEL};
+pub use ingest::DELIVERIES_CHANNEL;
 pub use schema::{LATEST_VERSION, migrate};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};

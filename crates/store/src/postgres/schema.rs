@@ -63,15 +63,40 @@ const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL
     );
     CREATE INDEX tokens_by_expiry ON tokens (expires_at);
-    -- Raw samples in acceptance order; deliberately no secondary index.
+    -- Raw samples in acceptance order. Any node appends (seq from samples_seq, allocated
+    -- under the samples advisory lock so that seq order is commit order); the node that
+    -- holds the lease of the sample's partition places it. skey is the SPEC's idempotency
+    -- key, so a resend is a duplicate whichever node takes it.
+    CREATE SEQUENCE samples_seq;
     CREATE TABLE samples (
         seq         BIGINT PRIMARY KEY,
         account_id  TEXT COLLATE "C" NOT NULL,
+        part        INTEGER NOT NULL DEFAULT 0,
+        skey        TEXT COLLATE "C",
         received_ms BIGINT NOT NULL,
         ts          BIGINT NOT NULL,
         interval_s  BIGINT NOT NULL,
         route       TEXT NOT NULL,
         body        TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX samples_by_key ON samples (account_id, skey);
+    CREATE INDEX samples_by_part ON samples (part, seq);
+    -- Aggregation partitions (docs/postgres-design.md): one row each, leased to one node at a
+    -- time; lease_token fences every commit of the holder; replay_from is where rebuilding
+    -- the partition's state starts in the sample log.
+    CREATE SEQUENCE lease_tokens;
+    CREATE TABLE partitions (
+        part        INTEGER PRIMARY KEY,
+        owner       TEXT,
+        lease_until BIGINT NOT NULL DEFAULT 0,
+        lease_token BIGINT NOT NULL DEFAULT 0,
+        replay_from BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO partitions (part) SELECT generate_series(0, 63);
+    -- Live nodes, so that each takes its share of the partitions.
+    CREATE TABLE nodes (
+        node_id    TEXT COLLATE "C" PRIMARY KEY,
+        seen_until BIGINT NOT NULL
     );
     CREATE TABLE instances (
         account_id       TEXT COLLATE "C" NOT NULL,
@@ -84,6 +109,7 @@ const MIGRATIONS: &[&str] = &[
         status           TEXT NOT NULL,
         end_ts           BIGINT,
         ended_explicitly BOOLEAN NOT NULL DEFAULT FALSE,
+        part             INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (account_id, instance_id)
     );
     CREATE INDEX instances_unfinished ON instances (status) WHERE status <> 'closed';
@@ -176,13 +202,19 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version    INTEGER PRIMARY KEY,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             )",
-        )
-        .await?;
+        let exists: bool = tx
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        if !exists {
+            tx.batch_execute(
+                "CREATE TABLE schema_migrations (
+                     version    INTEGER PRIMARY KEY,
+                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                 )",
+            )
+            .await?;
+        }
         let done: bool = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)",

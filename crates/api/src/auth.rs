@@ -128,7 +128,8 @@ pub async fn authorize(
     if require_qss {
         let enabled = state
             .accounts
-            .get(path_account)
+            .fetch(&state.store, path_account)
+            .await?
             .is_some_and(|a| a.qss_enabled());
         if !enabled {
             return Err(ApiError::NoPermission(

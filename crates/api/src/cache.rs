@@ -23,6 +23,22 @@ impl Accounts {
             .cloned()
     }
 
+    /// The cached account, or, when it is not cached, the database's (then cached): an
+    /// account created on another node is known here at once, not at the next reload.
+    pub async fn fetch(
+        &self,
+        store: &Store,
+        account_id: &str,
+    ) -> Result<Option<Arc<AccountRecord>>, StoreError> {
+        if let Some(a) = self.get(account_id) {
+            return Ok(Some(a));
+        }
+        Ok(store.get_account(account_id).await?.map(|a| {
+            self.put(a);
+            self.get(account_id).expect("just cached")
+        }))
+    }
+
     pub fn settings(&self, account_id: &str) -> Option<Arc<Settings>> {
         self.get(account_id).map(|a| Arc::new(a.settings.clone()))
     }

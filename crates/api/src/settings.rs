@@ -60,7 +60,8 @@ pub async fn get_settings(
     authorize(&state, &headers, &account_id, SCOPE_READ, false).await?;
     let a = state
         .accounts
-        .get(&account_id)
+        .fetch(&state.store, &account_id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("Account {account_id} does not exist.")))?;
     let s = &a.settings;
     let t = &s.quality_thresholds;

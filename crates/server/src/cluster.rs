@@ -24,7 +24,9 @@ use qss_api::metrics::EventLabels;
 use qss_api::{Accounts, Clock, IngestJob, Metrics};
 use qss_domain::{EventType, Sample};
 use qss_engine::aggregator::{Aggregator, Arrival, CLOSED_MEMORY_MS, InstanceChange};
-use qss_store::postgres::{DELIVERIES_CHANNEL, SAMPLES_CHANNEL};
+use qss_store::postgres::{
+    ACCOUNTS_CHANNEL, DELIVERIES_CHANNEL, SAMPLES_CHANNEL, WEBHOOKS_CHANNEL,
+};
 use qss_store::{
     InstanceRow, Lease, NewEvent, NewSample, PARTITIONS, PartSample, PgStore, StoreError,
     WriteBatch, partition_of,
@@ -180,14 +182,43 @@ async fn append_group(pg: &PgStore, accounts: &Accounts, metrics: &Metrics, jobs
     metrics.group_commit_requests.observe(requests as f64);
 }
 
+/// What a node does when another node (or `qss admin`) signals new work or a change.
+#[derive(Clone)]
+pub struct Wakes {
+    /// New samples in the log: the partition worker reads.
+    pub samples: Arc<Notify>,
+    /// New deliveries: the dispatcher claims.
+    pub deliveries: Arc<Notify>,
+    /// An account changed: the accounts cache reloads.
+    pub accounts: Arc<Notify>,
+    /// A subscription changed: cached copies are stale.
+    pub webhooks_version: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Wakes {
+    fn wake(&self, channel: &str) {
+        match channel {
+            SAMPLES_CHANNEL => self.samples.notify_one(),
+            DELIVERIES_CHANNEL => self.deliveries.notify_one(),
+            ACCOUNTS_CHANNEL => self.accounts.notify_one(),
+            WEBHOOKS_CHANNEL => {
+                self.webhooks_version
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Listens for the cluster's wake-ups on a dedicated connection, reconnecting after a failure
 /// (and then waking everything, since notifications sent meanwhile are lost).
-pub async fn listen(
-    url: String,
-    samples: Arc<Notify>,
-    deliveries: Arc<Notify>,
-    stop: CancellationToken,
-) {
+pub async fn listen(url: String, wakes: Wakes, stop: CancellationToken) {
+    let channels = [
+        SAMPLES_CHANNEL,
+        DELIVERIES_CHANNEL,
+        ACCOUNTS_CHANNEL,
+        WEBHOOKS_CHANNEL,
+    ];
     loop {
         match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
             Ok((client, mut connection)) => {
@@ -206,19 +237,15 @@ pub async fn listen(
                         }
                     }
                 });
-                let listening = client
-                    .batch_execute(&format!(
-                        "LISTEN {SAMPLES_CHANNEL}; LISTEN {DELIVERIES_CHANNEL}"
-                    ))
-                    .await;
-                if listening.is_ok() {
-                    samples.notify_one();
-                    deliveries.notify_one();
+                let listen: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+                if client.batch_execute(&listen).await.is_ok() {
+                    for c in channels {
+                        wakes.wake(c);
+                    }
                     loop {
                         tokio::select! {
-                            channel = rx.recv() => match channel.as_deref() {
-                                Some(SAMPLES_CHANNEL) => samples.notify_one(),
-                                Some(_) => deliveries.notify_one(),
+                            channel = rx.recv() => match channel {
+                                Some(c) => wakes.wake(&c),
                                 None => break,
                             },
                             _ = stop.cancelled() => {

@@ -109,6 +109,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
 
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
+    let accounts_wake = Arc::new(tokio::sync::Notify::new());
     let webhooks_version = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let webhook_client =
         qss_delivery::client::DeliveryClient::new(&qss_delivery::client::ClientConfig {
@@ -123,7 +124,13 @@ pub async fn start(
             start_pipeline(&store, &accounts, &clock, &metrics, &delivery_wake, rx).await?
         }
         Store::Postgres(pg) => {
-            start_cluster(pg, &config, &accounts, &clock, &metrics, &delivery_wake, rx)?
+            let wakes = cluster::Wakes {
+                samples: Arc::new(tokio::sync::Notify::new()),
+                deliveries: delivery_wake.clone(),
+                accounts: accounts_wake.clone(),
+                webhooks_version: webhooks_version.clone(),
+            };
+            start_cluster(pg, &config, &accounts, &clock, &metrics, wakes, rx)?
         }
     };
 
@@ -171,6 +178,7 @@ pub async fn start(
     let background = spawn_background(
         store.clone(),
         accounts,
+        accounts_wake,
         clock,
         metrics,
         config.webhook.delivery_log_days,
@@ -278,11 +286,10 @@ fn start_cluster(
     accounts: &Arc<Accounts>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
-    delivery_wake: &Arc<tokio::sync::Notify>,
+    wakes: cluster::Wakes,
     rx: tokio::sync::mpsc::Receiver<qss_api::IngestJob>,
 ) -> anyhow::Result<Aggregation> {
     let stop = CancellationToken::new();
-    let samples_wake = Arc::new(tokio::sync::Notify::new());
     let writer = tokio::spawn(cluster::ingest_writer(
         pg.clone(),
         accounts.clone(),
@@ -290,20 +297,20 @@ fn start_cluster(
         rx,
         stop.clone(),
     ));
-    let listener = tokio::spawn(cluster::listen(
-        config.database.clone(),
-        samples_wake.clone(),
-        delivery_wake.clone(),
-        stop.clone(),
-    ));
+    let samples_wake = wakes.samples.clone();
     let worker = cluster::PartitionWorker::new(
         pg.clone(),
         config.postgres.lease_seconds as i64 * 1000,
         accounts.clone(),
         clock.clone(),
         metrics.clone(),
-        delivery_wake.clone(),
+        wakes.deliveries.clone(),
     );
+    let listener = tokio::spawn(cluster::listen(
+        config.database.clone(),
+        wakes,
+        stop.clone(),
+    ));
     let thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -322,6 +329,7 @@ fn start_cluster(
 fn spawn_background(
     store: Store,
     accounts: Arc<Accounts>,
+    accounts_wake: Arc<tokio::sync::Notify>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     delivery_log_days: u32,
@@ -333,6 +341,13 @@ fn spawn_background(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                // Another node changed an account: reload now, not at the next second.
+                _ = accounts_wake.notified() => {
+                    if let Err(e) = accounts.reload(&store).await {
+                        tracing::warn!(error = %e, "reloading accounts failed");
+                    }
+                    continue;
+                }
                 _ = shutdown.cancelled() => return,
             }
             n += 1;

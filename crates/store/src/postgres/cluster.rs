@@ -14,6 +14,10 @@ use crate::{InstanceRow, StoreError, WriteBatch};
 const SAMPLES_LOCK: i64 = 0x7173_732d_736d_706c;
 /// The channel an append notifies, so that partition owners read at once.
 pub const SAMPLES_CHANNEL: &str = "qss_samples";
+/// Notified (by a trigger) at the commit of any change to accounts.
+pub const ACCOUNTS_CHANNEL: &str = "qss_accounts";
+/// Notified (by a trigger) at the commit of any change to webhook subscriptions.
+pub const WEBHOOKS_CHANNEL: &str = "qss_webhooks";
 /// The database's clock in epoch milliseconds: leases are compared on one clock, whatever the
 /// nodes' clocks say.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::BIGINT";

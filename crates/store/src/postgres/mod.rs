@@ -11,7 +11,9 @@ mod retention;
 mod schema;
 mod webhooks;
 
-pub use cluster::{Lease, NewSample, PartSample, SAMPLES_CHANNEL};
+pub use cluster::{
+    ACCOUNTS_CHANNEL, Lease, NewSample, PartSample, SAMPLES_CHANNEL, WEBHOOKS_CHANNEL,
+};
 pub use ingest::DELIVERIES_CHANNEL;
 pub use schema::{LATEST_VERSION, migrate};
 

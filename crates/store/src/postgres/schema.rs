@@ -187,6 +187,17 @@ const MIGRATIONS: &[&str] = &[
         response_body TEXT NOT NULL,
         PRIMARY KEY (account_id, delivery_id, n)
     );
+    -- Nodes cache accounts and subscriptions; a change made through any node (or qss admin)
+    -- tells the others at its commit.
+    CREATE FUNCTION qss_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify(TG_ARGV[0], '');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER accounts_changed AFTER INSERT OR UPDATE OR DELETE ON accounts
+        FOR EACH STATEMENT EXECUTE FUNCTION qss_notify_change('qss_accounts');
+    CREATE TRIGGER webhooks_changed AFTER INSERT OR UPDATE OR DELETE ON webhooks
+        FOR EACH STATEMENT EXECUTE FUNCTION qss_notify_change('qss_webhooks');
     "#,
 ];
 

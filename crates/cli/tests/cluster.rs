@@ -1,0 +1,371 @@
+//! Several `qss serve` processes on one PostgreSQL database (SPEC 10, issue 5), on the wall
+//! clock, with clients that spread their requests over the nodes.
+//!
+//! - Three nodes: every participant window is emitted exactly once and counts every
+//!   acknowledged sample, every meeting has exactly one summary, and each event reaches the
+//!   subscriber exactly once, whichever node aggregated or delivered it.
+//! - One of three nodes is killed with SIGKILL mid-run: after its leases run out the others take
+//!   its partitions and its claimed deliveries, and the same holds.
+//! - PostgreSQL itself stops during ingest: clients get 503 with `Retry-After` (never a 500 or
+//!   internals), and when it is back the same process resumes and loses nothing acknowledged.
+//!
+//! Each test starts its own PostgreSQL cluster (crates/pgtest); without PostgreSQL they say
+//! they were skipped.
+
+mod common;
+mod serve_support;
+mod webhook_support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use qss_pgtest::PgCluster;
+use serde_json::{Value, json};
+use serve_support::*;
+use webhook_support::{RECEIVER_SECRET, Receiver};
+
+/// Short leases, so that a killed node's work moves within seconds.
+const NODE_ENV: &[(&str, &str)] = &[
+    ("QSS_POSTGRES_LEASE_SECONDS", "3"),
+    ("QSS_WEBHOOK_TIMEOUT_MS", "1000"),
+    ("QSS_WEBHOOK_LEASE_SECONDS", "3"),
+    ("QSS_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+];
+const CLIENTS: usize = 6;
+const PARTICIPANTS: usize = 4;
+const PACE: Duration = Duration::from_millis(200);
+
+async fn start_nodes(dir: &std::path::Path, database: &str, n: usize) -> Vec<ServerProcess> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(ServerProcess::start(dir, &format!("node{i}"), database, NODE_ENV).await);
+    }
+    nodes
+}
+
+/// Subscribes `receiver` to participant windows and summaries, through `base`.
+async fn subscribe(base: &str, account: &Account, token: &str, receiver: &Receiver) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{base}/v2/accounts/{}/qss/webhooks",
+            account.account_id
+        ))
+        .bearer_auth(token)
+        .json(
+            &json!({"url": receiver.url(), "secret_token": RECEIVER_SECRET,
+                      "events": [PARTICIPANT_QOS, MEETING_SUMMARY]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "active", "{v}");
+}
+
+/// Waits until every meeting has a summary (or `limit` passes).
+async fn wait_for_summaries(
+    base: &str,
+    account: &Account,
+    token: &str,
+    meetings: usize,
+    limit: Duration,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = summaries(base, account, token).await;
+        if s.len() >= meetings || Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the receiver has every event of the account; returns how many times each
+/// event id arrived.
+async fn wait_for_deliveries(
+    receiver: &Receiver,
+    expected: &HashSet<String>,
+    limit: Duration,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut arrived: HashMap<String, usize> = HashMap::new();
+        for hit in receiver.hits() {
+            *arrived.entry(hit.event_id()).or_default() += 1;
+        }
+        if expected.iter().all(|id| arrived.contains_key(id)) || Instant::now() >= deadline {
+            return arrived;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Event ids of the account's participant windows and summaries.
+async fn all_event_ids(base: &str, account: &Account, token: &str) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for t in [PARTICIPANT_QOS, MEETING_SUMMARY] {
+        for e in events(base, account, token, t).await {
+            ids.insert(e["id"].as_str().unwrap().to_string());
+        }
+    }
+    ids
+}
+
+fn logs(nodes: &[ServerProcess]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("--- {}\n{}", n.log.display(), n.log_text()))
+        .collect()
+}
+
+/// What the three-node tests check once traffic has stopped: every window once and complete,
+/// one summary per meeting, every event delivered (exactly once unless `allow_redelivery`).
+async fn check_outcome(
+    base: &str,
+    account: &Account,
+    ingested: &Ingested,
+    receiver: &Receiver,
+    allow_redelivery: bool,
+    nodes: &[ServerProcess],
+) {
+    let token = access_token(base, account).await;
+    let wait = Duration::from_secs((INTERVAL_S + GRACE_S) as u64 + 20);
+    let acknowledged = per_window(&ingested.acknowledged);
+    let windows = wait_for_windows(base, account, &token, &acknowledged, wait).await;
+    let counted: u64 = windows.iter().map(|w| w.sample_count).sum();
+    eprintln!(
+        "{} samples acknowledged ({} uncertain) in {} windows; {} windows emitted, {} samples counted",
+        ingested.acknowledged.len(),
+        ingested.uncertain.len(),
+        acknowledged.len(),
+        windows.len(),
+        counted
+    );
+    if !short_windows(&acknowledged, &windows).is_empty() {
+        eprintln!("{}", logs(nodes));
+    }
+    assert_counted_exactly_once(ingested, &windows);
+
+    let summaries = wait_for_summaries(base, account, &token, CLIENTS, wait).await;
+    assert_eq!(
+        summaries.len(),
+        CLIENTS,
+        "meetings with a summary: {summaries:?}"
+    );
+    assert!(
+        summaries.values().all(|n| *n == 1),
+        "a meeting has several summaries: {summaries:?}"
+    );
+
+    let ids = all_event_ids(base, account, &token).await;
+    let arrived = wait_for_deliveries(receiver, &ids, Duration::from_secs(30)).await;
+    let lost: Vec<&String> = ids.iter().filter(|id| !arrived.contains_key(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} events never delivered",
+        lost.len(),
+        ids.len()
+    );
+    let twice: Vec<(&String, &usize)> = arrived.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "{} events delivered, {} more than once",
+        ids.len(),
+        twice.len()
+    );
+    if !allow_redelivery {
+        assert!(
+            twice.is_empty(),
+            "events delivered more than once: {twice:?}"
+        );
+    }
+    assert!(
+        receiver.overlaps().is_empty(),
+        "a delivery was attempted twice at once: {:?}",
+        receiver.overlaps()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_emit_every_window_once_and_deliver_every_event_once() {
+    let Some(pg) = PgCluster::start("three_nodes") else {
+        return;
+    };
+    let database = pg.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), &database, 3).await;
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let account = create_account(&bases[0]).await;
+    let receiver = Receiver::start().await;
+    // Subscribed through another node than the one that created the account.
+    subscribe(
+        &bases[1],
+        &account,
+        &access_token(&bases[2], &account).await,
+        &receiver,
+    )
+    .await;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let spread: Nodes = Arc::new(Mutex::new(bases.clone()));
+    let clients = start_clients(
+        &spread,
+        &account,
+        CLIENTS,
+        PARTICIPANTS,
+        PACE,
+        stopping.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stopping.store(true, Ordering::SeqCst);
+    let ingested = join_clients(clients).await;
+    assert!(
+        ingested.failures.is_empty(),
+        "requests failed: {:?}",
+        &ingested.failures[..ingested.failures.len().min(5)]
+    );
+    end_meetings(&bases[2], &account, &ingested).await;
+
+    check_outcome(&bases[1], &account, &ingested, &receiver, false, &nodes).await;
+    // Each node took a share of the aggregation partitions.
+    for n in &nodes {
+        assert!(
+            n.log_text().contains("took partitions"),
+            "{} aggregated nothing:\n{}",
+            n.base,
+            logs(&nodes)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_run_has_its_windows_and_deliveries_taken_over() {
+    let Some(pg) = PgCluster::start("killed_node") else {
+        return;
+    };
+    let database = pg.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_nodes(dir.path(), &database, 3).await;
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let account = create_account(&bases[0]).await;
+    let receiver = Receiver::start().await;
+    // Slow answers keep deliveries in flight (claimed) at the moment of the kill.
+    receiver.set_default(webhook_support::Answer::status(200).after(Duration::from_millis(150)));
+    subscribe(
+        &bases[0],
+        &account,
+        &access_token(&bases[0], &account).await,
+        &receiver,
+    )
+    .await;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let spread: Nodes = Arc::new(Mutex::new(bases.clone()));
+    let clients = start_clients(
+        &spread,
+        &account,
+        CLIENTS,
+        PARTICIPANTS,
+        PACE,
+        stopping.clone(),
+    );
+    // Past the first window's end and grace, so that deliveries are under way.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    spread.lock().unwrap().retain(|b| b != &bases[2]);
+    nodes[2].sigkill();
+    eprintln!("killed {}", bases[2]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stopping.store(true, Ordering::SeqCst);
+    let ingested = join_clients(clients).await;
+    // Only requests in flight to the killed node may have failed.
+    assert!(
+        ingested.failures.len() <= CLIENTS,
+        "requests failed: {:?}",
+        ingested.failures
+    );
+    end_meetings(&bases[0], &account, &ingested).await;
+
+    check_outcome(&bases[1], &account, &ingested, &receiver, true, &nodes).await;
+    let survivors = nodes[0].log_text() + &nodes[1].log_text();
+    assert!(
+        survivors.matches("took partitions").count() >= 3,
+        "the survivors did not take the killed node's partitions:\n{}",
+        logs(&nodes)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarting_during_ingest_gives_503s_and_loses_nothing_acknowledged() {
+    let Some(pg) = PgCluster::start("pg_restart") else {
+        return;
+    };
+    let database = pg.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), &database, 1).await;
+    let base = nodes[0].base.clone();
+    let account = create_account(&base).await;
+    let receiver = Receiver::start().await;
+    subscribe(
+        &base,
+        &account,
+        &access_token(&base, &account).await,
+        &receiver,
+    )
+    .await;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let spread: Nodes = Arc::new(Mutex::new(vec![base.clone()]));
+    let clients = start_clients(
+        &spread,
+        &account,
+        CLIENTS,
+        PARTICIPANTS,
+        PACE,
+        stopping.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    pg.stop();
+    eprintln!("PostgreSQL stopped");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "/readyz while the database is down");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.restart();
+    eprintln!("PostgreSQL started again");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stopping.store(true, Ordering::SeqCst);
+    let ingested = join_clients(clients).await;
+
+    assert!(
+        !ingested.failures.is_empty(),
+        "no request failed while PostgreSQL was down"
+    );
+    assert!(
+        ingested.failures.iter().all(|f| f.starts_with("503")),
+        "answers other than 202 and 503: {:?}",
+        ingested.failures
+    );
+    assert!(
+        ingested.bad_503s.is_empty(),
+        "503s without Retry-After or with internals: {:?}",
+        ingested.bad_503s
+    );
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "/readyz after the database is back");
+    // The last requests were acknowledged again: ingest resumed in the same process.
+    end_meetings(&base, &account, &ingested).await;
+    let acked_after: usize = ingested
+        .acknowledged
+        .iter()
+        .filter(|(_, ts)| *ts > now_ms() - 4000)
+        .count();
+    assert!(
+        acked_after > 0,
+        "nothing was acknowledged after the restart"
+    );
+
+    check_outcome(&base, &account, &ingested, &receiver, false, &nodes).await;
+}

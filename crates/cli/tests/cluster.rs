@@ -29,8 +29,8 @@ use webhook_support::{RECEIVER_SECRET, Receiver};
 /// Short leases, so that a killed node's work moves within seconds.
 const NODE_ENV: &[(&str, &str)] = &[
     ("QSS_POSTGRES_LEASE_SECONDS", "3"),
-    ("QSS_WEBHOOK_TIMEOUT_MS", "1000"),
-    ("QSS_WEBHOOK_LEASE_SECONDS", "3"),
+    ("QSS_WEBHOOK_TIMEOUT_MS", "2000"),
+    ("QSS_WEBHOOK_LEASE_SECONDS", "5"),
     ("QSS_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
 ];
 const CLIENTS: usize = 6;
@@ -252,7 +252,7 @@ async fn a_node_killed_mid_run_has_its_windows_and_deliveries_taken_over() {
     let account = create_account(&bases[0]).await;
     let receiver = Receiver::start().await;
     // Slow answers keep deliveries in flight (claimed) at the moment of the kill.
-    receiver.set_default(webhook_support::Answer::status(200).after(Duration::from_millis(150)));
+    receiver.set_default(webhook_support::Answer::status(200).after(Duration::from_millis(800)));
     subscribe(
         &bases[0],
         &account,
@@ -271,8 +271,16 @@ async fn a_node_killed_mid_run_has_its_windows_and_deliveries_taken_over() {
         PACE,
         stopping.clone(),
     );
-    // Past the first window's end and grace, so that deliveries are under way.
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    // Windows fall due at 5 s past each ten (10 s windows, 5 s grace): the kill comes half a
+    // second after the second such moment, while that emission's deliveries are in flight
+    // and the killed node holds open windows of the next one.
+    let start = now_ms();
+    let due_phase = (GRACE_S * 1000) % (INTERVAL_S * 1000);
+    let mut kill_at = start - start.rem_euclid(INTERVAL_S * 1000) + due_phase + 500;
+    while kill_at < start + 14_000 {
+        kill_at += INTERVAL_S * 1000;
+    }
+    tokio::time::sleep(Duration::from_millis((kill_at - now_ms()) as u64)).await;
     spread.lock().unwrap().retain(|b| b != &bases[2]);
     nodes[2].sigkill();
     eprintln!("killed {}", bases[2]);

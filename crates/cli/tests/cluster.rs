@@ -36,6 +36,8 @@ const NODE_ENV: &[(&str, &str)] = &[
 const CLIENTS: usize = 6;
 const PARTICIPANTS: usize = 4;
 const PACE: Duration = Duration::from_millis(200);
+/// Subscriptions of the three-node test, all to one URL (the most an account may have).
+const SUBSCRIPTIONS: usize = 20;
 
 async fn start_nodes(dir: &std::path::Path, database: &str, n: usize) -> Vec<ServerProcess> {
     let mut nodes = Vec::new();
@@ -83,21 +85,32 @@ async fn wait_for_summaries(
     }
 }
 
-/// Waits until the receiver has every event of the account; returns how many times each
-/// event id arrived.
+/// Waits until the receiver has every event of the account from each of `subscriptions`;
+/// returns how many times each event id arrived.
 async fn wait_for_deliveries(
     receiver: &Receiver,
     expected: &HashSet<String>,
+    subscriptions: usize,
     limit: Duration,
 ) -> HashMap<String, usize> {
     let deadline = Instant::now() + limit;
     loop {
-        let mut arrived: HashMap<String, usize> = HashMap::new();
+        let mut arrived: HashMap<String, HashSet<String>> = HashMap::new();
         for hit in receiver.hits() {
-            *arrived.entry(hit.event_id()).or_default() += 1;
+            arrived
+                .entry(hit.event_id())
+                .or_default()
+                .insert(hit.header("webhook-id"));
         }
-        if expected.iter().all(|id| arrived.contains_key(id)) || Instant::now() >= deadline {
-            return arrived;
+        let done = expected
+            .iter()
+            .all(|id| arrived.get(id).is_some_and(|d| d.len() >= subscriptions));
+        if done || Instant::now() >= deadline {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for hit in receiver.hits() {
+                *counts.entry(hit.event_id()).or_default() += 1;
+            }
+            return counts;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -128,6 +141,7 @@ async fn check_outcome(
     account: &Account,
     ingested: &Ingested,
     receiver: &Receiver,
+    subscriptions: usize,
     allow_redelivery: bool,
     nodes: &[ServerProcess],
 ) {
@@ -161,19 +175,26 @@ async fn check_outcome(
     );
 
     let ids = all_event_ids(base, account, &token).await;
-    let arrived = wait_for_deliveries(receiver, &ids, Duration::from_secs(30)).await;
-    let lost: Vec<&String> = ids.iter().filter(|id| !arrived.contains_key(*id)).collect();
+    let arrived = wait_for_deliveries(receiver, &ids, subscriptions, Duration::from_secs(30)).await;
+    let lost: Vec<&String> = ids
+        .iter()
+        .filter(|id| arrived.get(*id).copied().unwrap_or(0) < subscriptions)
+        .collect();
     assert!(
         lost.is_empty(),
-        "{} of {} events never delivered",
+        "{} of {} events not delivered to each of {subscriptions} subscriptions",
         lost.len(),
         ids.len()
     );
-    let twice: Vec<(&String, &usize)> = arrived.iter().filter(|(_, n)| **n > 1).collect();
+    let twice: Vec<(&String, &usize)> = arrived
+        .iter()
+        .filter(|(_, n)| **n > subscriptions)
+        .collect();
     eprintln!(
-        "{} events delivered, {} more than once",
+        "{} events delivered, {} more than once, at most {} at once",
         ids.len(),
-        twice.len()
+        twice.len(),
+        receiver.max_concurrent()
     );
     if !allow_redelivery {
         assert!(
@@ -181,6 +202,12 @@ async fn check_outcome(
             "events delivered more than once: {twice:?}"
         );
     }
+    // The endpoint's cap (16) holds for the cluster, not per node.
+    assert!(
+        receiver.max_concurrent() <= 16,
+        "{} deliveries in flight at once to one endpoint",
+        receiver.max_concurrent()
+    );
     assert!(
         receiver.overlaps().is_empty(),
         "a delivery was attempted twice at once: {:?}",
@@ -199,14 +226,15 @@ async fn three_nodes_emit_every_window_once_and_deliver_every_event_once() {
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let account = create_account(&bases[0]).await;
     let receiver = Receiver::start().await;
+    // Twenty subscriptions to one URL and slow answers: each emission queues more deliveries
+    // for the endpoint than one node claims ahead, so every node sends to it at once, and
+    // the cap of 16 in flight must hold for them together.
+    receiver.set_default(webhook_support::Answer::status(200).after(Duration::from_millis(50)));
     // Subscribed through another node than the one that created the account.
-    subscribe(
-        &bases[1],
-        &account,
-        &access_token(&bases[2], &account).await,
-        &receiver,
-    )
-    .await;
+    let token = access_token(&bases[2], &account).await;
+    for _ in 0..SUBSCRIPTIONS {
+        subscribe(&bases[1], &account, &token, &receiver).await;
+    }
 
     let stopping = Arc::new(AtomicBool::new(false));
     let spread: Nodes = Arc::new(Mutex::new(bases.clone()));
@@ -228,7 +256,16 @@ async fn three_nodes_emit_every_window_once_and_deliver_every_event_once() {
     );
     end_meetings(&bases[2], &account, &ingested).await;
 
-    check_outcome(&bases[1], &account, &ingested, &receiver, false, &nodes).await;
+    check_outcome(
+        &bases[1],
+        &account,
+        &ingested,
+        &receiver,
+        SUBSCRIPTIONS,
+        false,
+        &nodes,
+    )
+    .await;
     // Each node took a share of the aggregation partitions.
     for n in &nodes {
         assert!(
@@ -295,7 +332,7 @@ async fn a_node_killed_mid_run_has_its_windows_and_deliveries_taken_over() {
     );
     end_meetings(&bases[0], &account, &ingested).await;
 
-    check_outcome(&bases[1], &account, &ingested, &receiver, true, &nodes).await;
+    check_outcome(&bases[1], &account, &ingested, &receiver, 1, true, &nodes).await;
     let survivors = nodes[0].log_text() + &nodes[1].log_text();
     assert!(
         survivors.matches("took partitions").count() >= 3,
@@ -375,5 +412,5 @@ async fn postgres_restarting_during_ingest_gives_503s_and_loses_nothing_acknowle
         "nothing was acknowledged after the restart"
     );
 
-    check_outcome(&base, &account, &ingested, &receiver, false, &nodes).await;
+    check_outcome(&base, &account, &ingested, &receiver, 1, false, &nodes).await;
 }

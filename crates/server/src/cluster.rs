@@ -284,6 +284,8 @@ pub struct PartitionWorker {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     delivery_wake: Arc<Notify>,
+    /// How many nodes are alive, for the dispatcher's share of each endpoint's cap.
+    live_nodes: Arc<std::sync::atomic::AtomicUsize>,
     held: BTreeMap<i32, Held>,
     /// Leases held whose state could not be rebuilt yet (the database failed meanwhile):
     /// renewed, and rebuilt at the next attempt.
@@ -300,6 +302,7 @@ impl PartitionWorker {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         delivery_wake: Arc<Notify>,
+        live_nodes: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
         let node = format!("node_{}", ulid::Ulid::new().to_string().to_lowercase());
         PartitionWorker {
@@ -310,6 +313,7 @@ impl PartitionWorker {
             clock,
             metrics,
             delivery_wake,
+            live_nodes,
             held: BTreeMap::new(),
             unbuilt: Vec::new(),
             cursor: 0,
@@ -394,6 +398,8 @@ impl PartitionWorker {
     /// ones below it (and rebuilds their state).
     async fn lease_pass(&mut self) -> Result<(), StoreError> {
         let live = self.pg.heartbeat(&self.node, self.lease_ms).await?.max(1);
+        self.live_nodes
+            .store(live as usize, std::sync::atomic::Ordering::Relaxed);
         self.drop_lost().await?;
         let share = (PARTITIONS as usize).div_ceil(live as usize);
         let holding = self.held.len() + self.unbuilt.len();

@@ -45,6 +45,21 @@ pub struct DispatchConfig {
     pub max_in_flight_per_endpoint: usize,
     /// `webhook.revalidate_hours`, in milliseconds.
     pub revalidate_ms: i64,
+    /// Nodes sharing the database (always 1 on SQLite). Each takes an equal share of an
+    /// endpoint's in-flight cap (rounded down, at least 1) and of the claims queued ahead, so
+    /// the cap holds for the cluster and a backlog is spread over every node.
+    pub live_nodes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DispatchConfig {
+    /// This node's in-flight cap per endpoint and claim prefetch, now.
+    fn share(&self) -> (usize, usize) {
+        let nodes = self.live_nodes.load(Ordering::Relaxed).max(1);
+        (
+            (self.max_in_flight_per_endpoint / nodes).max(1),
+            PREFETCH / nodes,
+        )
+    }
 }
 
 /// One endpoint's (URL's) claimed deliveries and attempts in flight. Several subscriptions
@@ -182,7 +197,8 @@ impl Dispatcher {
                 let map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
                 let e = map.get(&webhook.url);
                 let held = e.map_or(0, |e| e.queued.len() + e.in_flight);
-                (PREFETCH + self.config.max_in_flight_per_endpoint).saturating_sub(held)
+                let (cap, prefetch) = self.config.share();
+                (prefetch + cap).saturating_sub(held)
             };
             if room == 0 {
                 continue;
@@ -234,7 +250,8 @@ impl Dispatcher {
             let Some(e) = map.get_mut(url) else {
                 return;
             };
-            while e.in_flight < self.config.max_in_flight_per_endpoint {
+            let (cap, _) = self.config.share();
+            while e.in_flight < cap {
                 let Some(q) = e.queued.pop_front() else {
                     break;
                 };

@@ -110,6 +110,7 @@ pub async fn start(
 
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
     let accounts_wake = Arc::new(tokio::sync::Notify::new());
+    let live_nodes = Arc::new(std::sync::atomic::AtomicUsize::new(1));
     let webhooks_version = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let webhook_client =
         qss_delivery::client::DeliveryClient::new(&qss_delivery::client::ClientConfig {
@@ -130,7 +131,16 @@ pub async fn start(
                 accounts: accounts_wake.clone(),
                 webhooks_version: webhooks_version.clone(),
             };
-            start_cluster(pg, &config, &accounts, &clock, &metrics, wakes, rx)?
+            start_cluster(
+                pg,
+                &config,
+                &accounts,
+                &clock,
+                &metrics,
+                wakes,
+                &live_nodes,
+                rx,
+            )?
         }
     };
 
@@ -169,6 +179,7 @@ pub async fn start(
             lease_ms: config.webhook.lease_seconds as i64 * 1000,
             max_in_flight_per_endpoint: config.webhook.max_in_flight_per_endpoint.max(1) as usize,
             revalidate_ms: config.webhook.revalidate_hours as i64 * 3_600_000,
+            live_nodes: live_nodes.clone(),
         },
         delivery_wake,
         webhooks_version,
@@ -287,6 +298,7 @@ fn start_cluster(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     wakes: cluster::Wakes,
+    live_nodes: &Arc<std::sync::atomic::AtomicUsize>,
     rx: tokio::sync::mpsc::Receiver<qss_api::IngestJob>,
 ) -> anyhow::Result<Aggregation> {
     let stop = CancellationToken::new();
@@ -305,6 +317,7 @@ fn start_cluster(
         clock.clone(),
         metrics.clone(),
         wakes.deliveries.clone(),
+        live_nodes.clone(),
     );
     let listener = tokio::spawn(cluster::listen(
         config.database.clone(),

@@ -118,6 +118,8 @@ struct State {
     handshakes: Mutex<Vec<(HeaderMap, Bytes)>>,
     /// Delivery ids being answered now, with how many requests carry each.
     in_flight: Mutex<HashMap<String, usize>>,
+    /// The most requests answered at once (all delivery ids together).
+    max_concurrent: Mutex<usize>,
     /// Delivery ids that arrived while a request with the same id was still being answered.
     overlaps: Mutex<Vec<String>>,
 }
@@ -159,6 +161,7 @@ impl Receiver {
             hits: Mutex::new(Vec::new()),
             handshakes: Mutex::new(Vec::new()),
             in_flight: Mutex::new(HashMap::new()),
+            max_concurrent: Mutex::new(0),
             overlaps: Mutex::new(Vec::new()),
         });
         let s = state.clone();
@@ -204,6 +207,11 @@ impl Receiver {
 
     pub fn handshakes(&self) -> Vec<(HeaderMap, Bytes)> {
         self.state.handshakes.lock().unwrap().clone()
+    }
+
+    /// The most deliveries that were being answered at the same moment.
+    pub fn max_concurrent(&self) -> usize {
+        *self.state.max_concurrent.lock().unwrap()
     }
 
     pub fn overlaps(&self) -> Vec<String> {
@@ -273,6 +281,9 @@ async fn handle(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response 
             state.overlaps.lock().unwrap().push(delivery_id.clone());
         }
         *n += 1;
+        let total: usize = map.values().sum();
+        let mut max = state.max_concurrent.lock().unwrap();
+        *max = (*max).max(total);
         InFlight {
             state: state.clone(),
             id: delivery_id.clone(),

@@ -182,9 +182,10 @@ async fn append_group(pg: &PgStore, accounts: &Accounts, metrics: &Metrics, jobs
     metrics.group_commit_requests.observe(requests as f64);
 }
 
-/// What a node does when another node (or `qss admin`) signals new work or a change.
+/// What a node learns from the others (and from `qss admin`): new work, changes, and how
+/// many nodes are alive.
 #[derive(Clone)]
-pub struct Wakes {
+pub struct Signals {
     /// New samples in the log: the partition worker reads.
     pub samples: Arc<Notify>,
     /// New deliveries: the dispatcher claims.
@@ -193,9 +194,11 @@ pub struct Wakes {
     pub accounts: Arc<Notify>,
     /// A subscription changed: cached copies are stale.
     pub webhooks_version: Arc<std::sync::atomic::AtomicU64>,
+    /// Nodes alive, from the heartbeats: the dispatcher takes its share of each endpoint's cap.
+    pub live_nodes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl Wakes {
+impl Signals {
     fn wake(&self, channel: &str) {
         match channel {
             SAMPLES_CHANNEL => self.samples.notify_one(),
@@ -212,7 +215,7 @@ impl Wakes {
 
 /// Listens for the cluster's wake-ups on a dedicated connection, reconnecting after a failure
 /// (and then waking everything, since notifications sent meanwhile are lost).
-pub async fn listen(url: String, wakes: Wakes, stop: CancellationToken) {
+pub async fn listen(url: String, wakes: Signals, stop: CancellationToken) {
     let channels = [
         SAMPLES_CHANNEL,
         DELIVERIES_CHANNEL,

@@ -125,22 +125,14 @@ pub async fn start(
             start_pipeline(&store, &accounts, &clock, &metrics, &delivery_wake, rx).await?
         }
         Store::Postgres(pg) => {
-            let wakes = cluster::Wakes {
+            let signals = cluster::Signals {
                 samples: Arc::new(tokio::sync::Notify::new()),
                 deliveries: delivery_wake.clone(),
                 accounts: accounts_wake.clone(),
                 webhooks_version: webhooks_version.clone(),
+                live_nodes: live_nodes.clone(),
             };
-            start_cluster(
-                pg,
-                &config,
-                &accounts,
-                &clock,
-                &metrics,
-                wakes,
-                &live_nodes,
-                rx,
-            )?
+            start_cluster(pg, &config, &accounts, &clock, &metrics, signals, rx)?
         }
     };
 
@@ -297,8 +289,7 @@ fn start_cluster(
     accounts: &Arc<Accounts>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
-    wakes: cluster::Wakes,
-    live_nodes: &Arc<std::sync::atomic::AtomicUsize>,
+    signals: cluster::Signals,
     rx: tokio::sync::mpsc::Receiver<qss_api::IngestJob>,
 ) -> anyhow::Result<Aggregation> {
     let stop = CancellationToken::new();
@@ -309,19 +300,19 @@ fn start_cluster(
         rx,
         stop.clone(),
     ));
-    let samples_wake = wakes.samples.clone();
+    let samples_wake = signals.samples.clone();
     let worker = cluster::PartitionWorker::new(
         pg.clone(),
         config.postgres.lease_seconds as i64 * 1000,
         accounts.clone(),
         clock.clone(),
         metrics.clone(),
-        wakes.deliveries.clone(),
-        live_nodes.clone(),
+        signals.deliveries.clone(),
+        signals.live_nodes.clone(),
     );
     let listener = tokio::spawn(cluster::listen(
         config.database.clone(),
-        wakes,
+        signals,
         stop.clone(),
     ));
     let thread = {

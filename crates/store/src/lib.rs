@@ -1,8 +1,8 @@
 //! Storage for qss. This is the only crate that contains SQL (ARCHITECTURE.md). The SQLite
 //! backend is the embedded default; its methods are blocking and are called from a dedicated
 //! writer thread (ingest and aggregation) or from `spawn_blocking` (API reads and admin writes).
-//! The PostgreSQL backend (SPEC 10, issue 5) is being built in `postgres`, and `Store`, the
-//! async interface over both, with it (docs/postgres-design.md).
+//! The PostgreSQL backend (SPEC 10) is `postgres`, shared by several nodes; `Store` is the
+//! async interface over both (docs/postgres-design.md).
 
 mod columns;
 mod error;

@@ -1,7 +1,7 @@
-//! The PostgreSQL backend (SPEC 10): several stateless qss nodes on one database. Being built
-//! for issue 5 (plan: docs/postgres-design.md). The schema and its migrations, which every node
-//! applies at start, a connection pool, and every operation of `SqliteStore` with the same
-//! behaviour (the conformance suite checks both); the server does not use it yet.
+//! The PostgreSQL backend (SPEC 10): several stateless qss nodes on one database
+//! (docs/postgres-design.md). The schema and its migrations, which every node applies at
+//! start, a connection pool, every operation of `SqliteStore` with the same behaviour (the
+//! conformance suite checks both), and what nodes coordinate through (`cluster`).
 
 mod accounts;
 mod cluster;

@@ -147,6 +147,7 @@ impl Dispatcher {
         });
         let mut next_revalidation = tokio::time::Instant::now();
         let mut chores = JoinSet::new();
+        let mut failures: u32 = 0;
         loop {
             while chores.try_join_next().is_some() {}
             self.reap_finished_attempts();
@@ -155,13 +156,26 @@ impl Dispatcher {
                 let me = self.clone();
                 chores.spawn(async move { me.revalidate_due().await });
             }
-            if let Err(e) = self.claim().await {
-                tracing::warn!(error = %e, "claiming deliveries failed");
+            // While the database is unreachable, claims back off (up to 32 polls) and the
+            // failure is logged once, then every 20th time, and again when it is over.
+            match self.claim().await {
+                Ok(()) if failures > 0 => {
+                    tracing::info!(failures, "claiming deliveries again");
+                    failures = 0;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(error = %e, failures, "claiming deliveries failed");
+                    }
+                }
             }
             self.start_ready();
+            let wait = POLL * 2u32.pow(failures.min(5));
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => break,
             }
         }

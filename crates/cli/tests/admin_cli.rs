@@ -1,5 +1,6 @@
 //! `qss admin` works offline on the database of a running server (SPEC 3.3): what it creates
-//! is usable at once, what it revokes is refused within a second.
+//! is usable at once, what it revokes is refused within a second. It runs on the backend of
+//! `QSS_TEST_DATABASE`, as the in-process server does.
 
 mod common;
 
@@ -7,11 +8,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn qss_admin(db: &std::path::Path, args: &[&str]) -> Value {
+/// `qss admin --database <database> <args>`, its output parsed.
+fn qss_admin(database: &str, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_qss"))
-        .arg("admin")
-        .arg("--database")
-        .arg(format!("sqlite://{}", db.display()))
+        .args(["admin", "--database", database])
         .args(args)
         .output()
         .unwrap();
@@ -27,7 +27,7 @@ fn qss_admin(db: &std::path::Path, args: &[&str]) -> Value {
 async fn accounts_made_with_qss_admin_work_on_a_running_server_and_deletion_applies_within_a_second()
  {
     let app = common::spawn_app().await;
-    let db = app.dir.path().join("qss.db");
+    let db = app.database();
 
     let created = qss_admin(
         &db,
@@ -98,6 +98,7 @@ async fn accounts_made_with_qss_admin_work_on_a_running_server_and_deletion_appl
 
 #[test]
 fn qss_admin_explains_a_bad_plan() {
+    // About the arguments, not the backend: a SQLite file needs no server.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_qss"))
         .args(["admin", "--database"])

@@ -9,6 +9,11 @@
 //! the restart), open windows are finished by the next process, and no participant window is
 //! emitted twice; a graceful stop exits 0 and leaves its open windows to the next start; a
 //! second server on the same database refuses to start.
+//!
+//! SQLite only, whatever `QSS_TEST_DATABASE` says: these tests are about one process owning a
+//! SQLite file (its exclusive lock refuses a second server; its recovery on restart). On
+//! PostgreSQL several servers share a database by design, and killing nodes and stopping the
+//! database are tested in `cluster.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -11,6 +11,16 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "listen-test-secret-0123456789";
 
+/// The `qss listen` child, killed when the test ends, also when it fails half-way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn qss_listen_validates_receives_and_prints_events_and_refuses_bad_signatures() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -18,12 +28,14 @@ async fn qss_listen_validates_receives_and_prints_events_and_refuses_bad_signatu
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qss"))
-        .args(["listen", "--port", &port.to_string(), "--secret", SECRET])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_qss"))
+            .args(["listen", "--port", &port.to_string(), "--secret", SECRET])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}/qss");
     let client = reqwest::Client::new();
     for _ in 0..100 {
@@ -86,12 +98,12 @@ async fn qss_listen_validates_receives_and_prints_events_and_refuses_bad_signatu
     assert_eq!(r.status(), 202);
     app.advance(10_000).await;
 
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     let read = tokio::task::spawn_blocking(move || BufReader::new(stdout).lines().next());
     let line = match tokio::time::timeout(Duration::from_secs(10), read).await {
         Ok(line) => line.unwrap().expect("a line on stdout").unwrap(),
         Err(_) => {
-            child.kill().unwrap();
+            child.0.kill().unwrap();
             panic!("qss listen printed no event within 10 s");
         }
     };
@@ -99,6 +111,6 @@ async fn qss_listen_validates_receives_and_prints_events_and_refuses_bad_signatu
     assert_eq!(event["event"], "qss.phone_call_qos");
     assert_eq!(event["payload"]["object"]["call_id"], "listen-call");
     assert_eq!(event["payload"]["object"]["quality"]["mos"], 4.39);
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
 }

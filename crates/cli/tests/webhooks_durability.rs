@@ -10,6 +10,10 @@
 //! the deliveries the killed process had claimed become due again 5 s after the kill instead of
 //! 30 s; the receiver answers after 20 ms, which with 16 attempts in flight paces deliveries at
 //! some hundreds a second, so most of the 5,000 are still pending when the process dies.
+//!
+//! SQLite only, whatever `QSS_TEST_DATABASE` says: it kills and restarts a single `qss serve`
+//! on a SQLite file. Redelivery after a node is killed on PostgreSQL is tested in `cluster.rs`
+//! (one of three nodes killed while deliveries are in flight).
 
 mod common;
 mod webhook_support;

@@ -107,6 +107,28 @@ impl PgCluster {
         self.url(&name)
     }
 
+    /// Drops a database made by [`PgCluster::create_database`] (given its URL), closing its
+    /// sessions first (`dropdb --force`), e.g. those of a server a test never stopped. Best
+    /// effort, and silent: it runs in destructors, also while a failed test unwinds.
+    pub fn drop_database(&self, url: &str) {
+        let name = url.rsplit('/').next().unwrap_or(url);
+        let _ = Command::new(self.bin.join("dropdb"))
+            .args([
+                "--force",
+                "--if-exists",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg(name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
     /// Stops the server (fast shutdown), e.g. to test what clients see while it is down.
     pub fn stop(&self) {
         run(user_command(&self.bin.join("pg_ctl"), is_root())

@@ -349,13 +349,17 @@ impl PartitionWorker {
                     healthy = self.rebuild_all().await;
                 }
                 if healthy {
+                    // The time is read before the log: a sample acknowledged before the clock
+                    // reached `now` is committed, so this read finds it, and the tick at `now`
+                    // counts it in its window.
+                    let now = self.clock.now_ms();
                     if let Err(e) = self.read_new().await {
                         self.failed("reading samples", &e);
                         healthy = false;
                     }
                     if healthy && Instant::now() >= next_tick {
                         next_tick = Instant::now() + TICK;
-                        if let Err(e) = self.tick().await {
+                        if let Err(e) = self.tick(now).await {
                             self.failed("emitting", &e);
                             healthy = false;
                         }
@@ -643,8 +647,7 @@ impl PartitionWorker {
     }
 
     /// Emits what is due at the clock's `now` in the held partitions, fenced by their leases.
-    async fn tick(&mut self) -> Result<(), StoreError> {
-        let now = self.clock.now_ms();
+    async fn tick(&mut self, now: i64) -> Result<(), StoreError> {
         let accounts = self.accounts.clone();
         let settings = |id: &str| accounts.settings(id);
         let mut events: Vec<(i32, NewEvent)> = Vec::new();

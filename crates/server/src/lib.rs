@@ -191,7 +191,11 @@ pub async fn start(
     let app = qss_api::router(state.clone());
     let shutting_down = state.shutting_down.clone();
     let drain_deadline = Duration::from_millis(config.webhook.timeout_ms) + Duration::from_secs(4);
+    // Should the server task be dropped without a shutdown (its runtime ends, as in tests that
+    // drop a server), the aggregation still stops: its thread has a runtime of its own.
+    let aggregation_guard = aggregation.stop.clone().drop_guard();
     let task = tokio::spawn(async move {
+        let _aggregation_guard = aggregation_guard;
         let signal = shutdown.clone();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             signal.cancelled().await;

@@ -1,16 +1,105 @@
-//! Test support: a whole qss server on 127.0.0.1:0 with its own SQLite file and a manual
-//! clock, driven over real HTTP.
+//! Test support: a whole qss server on 127.0.0.1:0 with its own database and a manual clock,
+//! driven over real HTTP.
+//!
+//! The backend is chosen by `QSS_TEST_DATABASE=sqlite|postgres` (default sqlite; CI runs the
+//! suite on both): a SQLite file in the app's temporary folder, or a fresh database of the test
+//! binary's throwaway PostgreSQL cluster (crates/pgtest).
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use qss_api::ManualClock;
+use qss_pgtest::PgCluster;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The storage backend of the servers that [`spawn_app`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `QSS_TEST_DATABASE`: `sqlite` (or unset) or `postgres`; anything else is a mistake.
+pub fn backend() -> Backend {
+    match std::env::var("QSS_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => Backend::Sqlite,
+        Ok("postgres") => Backend::Postgres,
+        Ok(other) => panic!("QSS_TEST_DATABASE must be sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// The test binary's PostgreSQL cluster, shared by the apps alive at the moment (each has its
+/// own database in it). Only a weak reference is kept here: the cluster stops, and its folder
+/// is deleted, when the last app holding it is dropped, so no postgres process outlives the
+/// tests (a static `PgCluster` would never be dropped); an app started after that starts a new
+/// cluster.
+static CLUSTER: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
+
+fn shared_cluster() -> Arc<PgCluster> {
+    let mut slot = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cluster) = slot.upgrade() {
+        return cluster;
+    }
+    let cluster = Arc::new(PgCluster::start("the end-to-end tests").expect(
+        "QSS_TEST_DATABASE=postgres needs PostgreSQL installed (apt-get install -y postgresql)",
+    ));
+    *slot = Arc::downgrade(&cluster);
+    cluster
+}
+
+/// A fresh PostgreSQL database, dropped (its sessions closed) when this is dropped. Tests drop
+/// their apps without stopping them, and a server's aggregation thread on PostgreSQL, which
+/// runs its own runtime, outlives the test's: without its database it no longer reads the log
+/// every 100 ms, it only retries a connection once a second.
+pub struct PgDatabase {
+    cluster: Arc<PgCluster>,
+    pub url: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        self.cluster.drop_database(&self.url);
+    }
+}
+
+/// Where an app keeps its data: a temporary folder (the SQLite file, anything a test writes)
+/// and, on PostgreSQL, its database. It outlives [`TestApp::stop`], so that a test can
+/// [`start_in`] the same data again.
+pub struct TestData {
+    pub dir: tempfile::TempDir,
+    pub postgres: Option<PgDatabase>,
+}
+
+impl TestData {
+    /// Fresh data on the backend of [`backend`].
+    pub fn fresh() -> TestData {
+        let postgres = match backend() {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let cluster = shared_cluster();
+                let url = cluster.create_database();
+                Some(PgDatabase { cluster, url })
+            }
+        };
+        TestData {
+            dir: tempfile::tempdir().unwrap(),
+            postgres,
+        }
+    }
+
+    /// The `database` setting of a server (or `qss admin`) on this data.
+    pub fn database(&self) -> String {
+        match &self.postgres {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("qss.db").display()),
+        }
+    }
+}
 
 pub struct TestApp {
     pub base: String,
@@ -18,7 +107,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub shutdown: CancellationToken,
     pub server: Option<qss_server::Server>,
-    pub dir: tempfile::TempDir,
+    /// The folder and database: dropped with the app, or handed back by [`TestApp::stop`].
+    pub data: TestData,
 }
 
 pub struct TestAccount {
@@ -48,16 +138,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server; `flags` are configuration overrides (`("auth.token_ttl_seconds", "2")`).
 pub async fn spawn_app_with(flags: Vec<(&str, &str)>) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    start_in(dir, flags, minute_aligned_now(0)).await
+    start_in(TestData::fresh(), flags, minute_aligned_now(0)).await
 }
 
-pub async fn start_in(dir: tempfile::TempDir, flags: Vec<(&str, &str)>, clock_ms: i64) -> TestApp {
+/// Starts a server on `data` (fresh, or what [`TestApp::stop`] returned).
+pub async fn start_in(data: TestData, flags: Vec<(&str, &str)>, clock_ms: i64) -> TestApp {
     let mut overrides = vec![
-        (
-            "database".to_string(),
-            format!("sqlite://{}", dir.path().join("qss.db").display()),
-        ),
+        ("database".to_string(), data.database()),
         ("admin_token".to_string(), ADMIN_TOKEN.to_string()),
         ("listen".to_string(), "127.0.0.1:0".to_string()),
     ];
@@ -80,18 +167,24 @@ pub async fn start_in(dir: tempfile::TempDir, flags: Vec<(&str, &str)>, clock_ms
         clock,
         shutdown,
         server: Some(server),
-        dir,
+        data,
     }
 }
 
 impl TestApp {
-    /// Stops the server and waits for it (open windows stay open in the database).
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Stops the server and waits for it (open windows stay open in the database); its data
+    /// is returned for [`start_in`].
+    pub async fn stop(mut self) -> TestData {
         self.shutdown.cancel();
         if let Some(s) = self.server.take() {
             s.wait().await.unwrap();
         }
-        self.dir
+        self.data
+    }
+
+    /// The `database` setting this server runs on (for `qss admin`).
+    pub fn database(&self) -> String {
+        self.data.database()
     }
 
     pub async fn admin(

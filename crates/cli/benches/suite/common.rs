@@ -20,8 +20,9 @@ pub fn iso(ms: i64) -> String {
     qss_domain::timefmt::format_ms_precise(ms)
 }
 
-/// A whole qss server in this process: SQLite file in a temporary folder, the system clock,
-/// private networks allowed so that it may deliver to a receiver on 127.0.0.1.
+/// A whole qss server in this process: SQLite file in a temporary folder (or a node on a
+/// PostgreSQL database), the system clock, private networks allowed so that it may deliver to
+/// a receiver on 127.0.0.1.
 pub struct BenchServer {
     pub base: String,
     pub http: reqwest::Client,
@@ -37,13 +38,21 @@ pub struct BenchAccount {
 }
 
 impl BenchServer {
+    /// A server on a fresh SQLite file.
     pub async fn start() -> anyhow::Result<BenchServer> {
+        BenchServer::start_on(None).await
+    }
+
+    /// A server on `database` (a `postgres://` URL; several may share one), or on a fresh
+    /// SQLite file when `None`.
+    pub async fn start_on(database: Option<&str>) -> anyhow::Result<BenchServer> {
         let dir = tempfile::tempdir()?;
+        let database = match database {
+            Some(url) => url.to_string(),
+            None => format!("sqlite://{}", dir.path().join("qss.db").display()),
+        };
         let overrides = vec![
-            (
-                "database".to_string(),
-                format!("sqlite://{}", dir.path().join("qss.db").display()),
-            ),
+            ("database".to_string(), database),
             ("admin_token".to_string(), ADMIN_TOKEN.to_string()),
             (
                 "webhook.allow_private_networks".to_string(),

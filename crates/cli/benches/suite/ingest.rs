@@ -7,6 +7,8 @@
 //!   average group commit in the ingest run;
 //! - JSON: the same bodies parsed on one core, by serde_json into a `Value` and by qss's own
 //!   validating parser.
+//!
+//! The load generator ([`load`]) takes several servers, for the postgres part's three nodes.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use axum::routing::post;
 use qss_domain::ingest::{BodyFormat, IngestLimits, parse_batch};
 use serde::Serialize;
 
-use crate::common::{BenchServer, Latency, batch_body, now_ms};
+use crate::common::{BenchAccount, BenchServer, Latency, batch_body, now_ms};
 
 pub const CLIENTS: usize = 8;
 const PARTICIPANTS: usize = 5_000;
@@ -52,40 +54,27 @@ struct Timed {
 pub async fn run(batch: usize) -> anyhow::Result<IngestRun> {
     let server = BenchServer::start().await?;
     let account = server.create_account("Bench ingest").await?;
-    let url = server.telemetry_url(&account);
     let body_bytes = batch_body(&(0..batch).collect::<Vec<_>>(), &mut vec![0; PARTICIPANTS]).len();
-
-    let started = Instant::now();
-    let measure_from = started + WARM_UP;
-    let measure_to = measure_from + MEASURE;
-    let tasks = spawn_clients(&url, &account.ingest_key, batch, measure_to, 202);
-    tokio::time::sleep_until(measure_from.into()).await;
-    let (busy0, groups0) = server.histogram("qss_group_commit_seconds").await?;
-    tokio::time::sleep_until(measure_to.into()).await;
-    let (busy1, groups1) = server.histogram("qss_group_commit_seconds").await?;
-    let (requests, failed, latencies) = collect(tasks, measure_from, measure_to).await?;
+    let servers = [server];
+    let load = load(&servers, &account, batch, WARM_UP, MEASURE).await?;
+    let [server] = servers;
     server.stop().await?;
 
-    let seconds = MEASURE.as_secs_f64();
-    let samples = (requests * batch as u64) as f64;
-    let groups = groups1 - groups0;
-    let samples_per_group = if groups > 0.0 { samples / groups } else { 0.0 };
-
     let http = http_ceiling(batch).await?;
-    let rows = samples_per_group.round().max(1.0) as usize;
+    let rows = load.samples_per_group().round().max(1.0) as usize;
     let sqlite = tokio::task::spawn_blocking(move || sqlite_ceiling(batch, rows)).await??;
     let (json_value, json_qss) = tokio::task::spawn_blocking(move || json_ceilings(batch)).await?;
     Ok(IngestRun {
         batch,
         clients: CLIENTS,
         body_bytes,
-        samples_per_s: samples / seconds,
-        requests_per_s: requests as f64 / seconds,
-        failed,
-        latency: Latency::of(&latencies),
-        group_commits_per_s: groups / seconds,
-        samples_per_group,
-        aggregation_busy: (busy1 - busy0) / seconds,
+        samples_per_s: load.samples_per_s(),
+        requests_per_s: load.requests_per_s(),
+        failed: load.failed,
+        latency: Latency::of(&load.latencies),
+        group_commits_per_s: load.groups / load.seconds,
+        samples_per_group: load.samples_per_group(),
+        aggregation_busy: load.group_seconds / load.seconds,
         http_ceiling_requests_per_s: http,
         sqlite_ceiling_samples_per_s: sqlite,
         json_value_samples_per_s_one_core: json_value,
@@ -93,14 +82,93 @@ pub async fn run(batch: usize) -> anyhow::Result<IngestRun> {
     })
 }
 
+/// What the clients saw and what the servers' group commits did over the measured span.
+pub struct Load {
+    pub batch: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub failed: u64,
+    pub latencies: Vec<Duration>,
+    /// Group commits of all the servers, and the seconds they took (`qss_group_commit_seconds`:
+    /// on SQLite the aggregation thread's group, on PostgreSQL each node's append to the log).
+    pub groups: f64,
+    pub group_seconds: f64,
+}
+
+impl Load {
+    pub fn samples_per_s(&self) -> f64 {
+        (self.requests * self.batch as u64) as f64 / self.seconds
+    }
+
+    pub fn requests_per_s(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    pub fn samples_per_group(&self) -> f64 {
+        if self.groups > 0.0 {
+            (self.requests * self.batch as u64) as f64 / self.groups
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `CLIENTS` clients posting `batch`-sample bodies for `account`, their requests spread
+/// round-robin over `servers`; `warm_up`, then `measure` measured.
+pub async fn load(
+    servers: &[BenchServer],
+    account: &BenchAccount,
+    batch: usize,
+    warm_up: Duration,
+    measure: Duration,
+) -> anyhow::Result<Load> {
+    let urls: Vec<String> = servers.iter().map(|s| s.telemetry_url(account)).collect();
+    let started = Instant::now();
+    let measure_from = started + warm_up;
+    let measure_to = measure_from + measure;
+    let tasks = spawn_clients(&urls, &account.ingest_key, batch, measure_to, 202);
+    tokio::time::sleep_until(measure_from.into()).await;
+    let before = group_commits(servers).await?;
+    tokio::time::sleep_until(measure_to.into()).await;
+    let after = group_commits(servers).await?;
+    let (requests, failed, latencies) = collect(tasks, measure_from, measure_to).await?;
+    Ok(Load {
+        batch,
+        seconds: measure.as_secs_f64(),
+        requests,
+        failed,
+        latencies,
+        groups: after.1 - before.1,
+        group_seconds: after.0 - before.0,
+    })
+}
+
+/// `(seconds, count)` of `qss_group_commit_seconds`, summed over `servers`.
+async fn group_commits(servers: &[BenchServer]) -> anyhow::Result<(f64, f64)> {
+    let (mut sum, mut count) = (0.0, 0.0);
+    for s in servers {
+        let (s, c) = s.histogram("qss_group_commit_seconds").await?;
+        sum += s;
+        count += c;
+    }
+    Ok((sum, count))
+}
+
 type ClientTasks = Vec<tokio::task::JoinHandle<Vec<Timed>>>;
 
-/// `CLIENTS` keep-alive clients posting `batch`-sample bodies to `url` until `until`. Each owns
+/// `CLIENTS` keep-alive clients posting `batch`-sample bodies until `until`, each sending its
+/// requests round-robin over `urls` (client `c` starts at `urls[c % urls.len()]`). Each owns
 /// the participants `p` with `p % CLIENTS == c`, so timestamps stay unique per participant.
-fn spawn_clients(url: &str, key: &str, batch: usize, until: Instant, expect: u16) -> ClientTasks {
+fn spawn_clients(
+    urls: &[String],
+    key: &str,
+    batch: usize,
+    until: Instant,
+    expect: u16,
+) -> ClientTasks {
     (0..CLIENTS)
         .map(|c| {
-            let (url, key) = (url.to_string(), key.to_string());
+            let (urls, key) = (urls.to_vec(), key.to_string());
             tokio::spawn(async move {
                 let http = reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
@@ -110,14 +178,17 @@ fn spawn_clients(url: &str, key: &str, batch: usize, until: Instant, expect: u16
                 let mut last_ts = vec![0i64; PARTICIPANTS];
                 let mut next = 0usize;
                 let mut seen = Vec::new();
+                let mut sent = c;
                 while Instant::now() < until {
+                    let url = &urls[sent % urls.len()];
+                    sent += 1;
                     let picks: Vec<usize> =
                         (0..batch).map(|i| mine[(next + i) % mine.len()]).collect();
                     next = (next + batch) % mine.len();
                     let body = batch_body(&picks, &mut last_ts);
                     let t0 = Instant::now();
                     let r = http
-                        .post(&url)
+                        .post(url)
                         .bearer_auth(&key)
                         .header("content-type", "application/json")
                         .body(body)
@@ -182,7 +253,7 @@ async fn http_ceiling(batch: usize) -> anyhow::Result<f64> {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let from = Instant::now() + Duration::from_secs(1);
     let to = from + CEILING_MEASURE;
-    let tasks = spawn_clients(&url, "no-auth", batch, to, 202);
+    let tasks = spawn_clients(&[url], "no-auth", batch, to, 202);
     let (ok, _, _) = collect(tasks, from, to).await?;
     server.abort();
     Ok(ok as f64 / CEILING_MEASURE.as_secs_f64())

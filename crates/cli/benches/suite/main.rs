@@ -4,13 +4,18 @@
 //! same run (see each part's module): ingest at batch sizes 1, 100 and 1,000 (HTTP, SQLite and
 //! JSON ceilings), freshness from window close to webhook at 10,000 participants, webhook
 //! deliveries/s, events-page latency at 1 and 10 million events, and resident memory at 10,000
-//! and 100,000 participants. It prints a markdown table, writes the results as JSON to
+//! and 100,000 participants; then ingest, deliveries and events pages on PostgreSQL with one
+//! and three nodes. It prints markdown tables, writes the results as JSON to
 //! `benchmarks/latest.json` and, when every part ran, replaces the table between the
-//! `suite:begin` and `suite:end` markers of BENCHMARKS.md.
+//! `suite:begin` and `suite:end` markers of BENCHMARKS.md. Any run that includes the
+//! `postgres` part replaces the table between the `postgres:begin` and `postgres:end` markers
+//! (and writes `benchmarks/postgres.json`), so that part can be measured alone.
 //!
-//! Knobs: `QSS_BENCH_PARTS` (comma-separated subset of `ingest,freshness,delivery,pages,memory`),
-//! `QSS_BENCH_EVENTS` (default `1000000,10000000`), `QSS_BENCH_PARTICIPANTS` (default
-//! `10000,100000`). A partial run writes its JSON to `<target>/bench-suite.json` only.
+//! Knobs: `QSS_BENCH_PARTS` (comma-separated subset of
+//! `ingest,freshness,delivery,pages,memory,postgres`), `QSS_BENCH_EVENTS` (default
+//! `1000000,10000000`), `QSS_BENCH_PARTICIPANTS` (default `10000,100000`),
+//! `QSS_BENCH_PG_EVENTS` (default `1000000`). A partial run writes its whole JSON to
+//! `<target>/bench-suite.json`.
 
 /// mimalloc: the aggregation thread frees what the request workers allocated (every parsed
 /// sample), which glibc's allocator serialises on its arenas; mimalloc frees across threads
@@ -24,12 +29,20 @@ mod freshness;
 mod ingest;
 mod memory;
 mod pages;
+mod postgres;
 mod receiver;
 mod report;
 
 use std::time::Instant;
 
-const PARTS: [&str; 5] = ["ingest", "freshness", "delivery", "pages", "memory"];
+const PARTS: [&str; 6] = [
+    "ingest",
+    "freshness",
+    "delivery",
+    "pages",
+    "memory",
+    "postgres",
+];
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -85,6 +98,11 @@ fn main() -> anyhow::Result<()> {
             results.memory.push(memory::run(n)?);
         }
     }
+    if wants("postgres") {
+        eprintln!("PostgreSQL, one and three nodes ...");
+        results.postgres = rt.block_on(postgres::run())?;
+    }
     results.seconds = started.elapsed().as_secs_f64();
-    report::write(&results, parts.len() == PARTS.len())
+    let complete = PARTS.iter().all(|p| wants(p));
+    report::write(&results, &parts, complete)
 }

@@ -18,12 +18,13 @@ use serde_json::{Value, json};
 use crate::common::{BenchServer, Latency, now_ms};
 
 const PER_COMMIT: usize = 10_000;
-const ACCOUNTS: usize = 5;
+pub const ACCOUNTS: usize = 5;
 const REQUESTS: usize = 1_000;
-const DAY_MS: i64 = 86_400_000;
-const PER_DAY: usize = 1_000_000;
-const MEETINGS: usize = 500;
-const PARTICIPANTS: usize = 20_000;
+pub const DAY_MS: i64 = 86_400_000;
+/// Events per day of `event_ts`.
+pub const PER_DAY: usize = 1_000_000;
+pub const MEETINGS: usize = 500;
+pub const PARTICIPANTS: usize = 20_000;
 
 #[derive(Debug, Serialize)]
 pub struct Pages {
@@ -92,7 +93,8 @@ pub async fn run(sizes: &[usize]) -> anyhow::Result<Vec<Pages>> {
         .await??;
         let fill_s = fill_started.elapsed().as_secs_f64();
         filled = size;
-        let mut r = measure(&server, &accounts[0].token, &ids[0], span_start, end).await?;
+        let servers = std::slice::from_ref(&server);
+        let mut r = measure(servers, &accounts[0].token, &ids[0], span_start, end).await?;
         r.events = size;
         r.fill_events_per_s = (size - from) as f64 / fill_s;
         r.database_bytes = database_bytes(&server);
@@ -104,7 +106,7 @@ pub async fn run(sizes: &[usize]) -> anyhow::Result<Vec<Pages>> {
 
 /// Fails at once, rather than minutes into the fill, when the temporary folder's disk cannot
 /// hold the database.
-fn check_free_disk(needed: u64) -> anyhow::Result<()> {
+pub fn check_free_disk(needed: u64) -> anyhow::Result<()> {
     let dir = std::env::temp_dir();
     let out = std::process::Command::new("df")
         .args(["-k", "--output=avail"])
@@ -135,24 +137,30 @@ fn database_bytes(server: &BenchServer) -> u64 {
         .sum()
 }
 
-async fn measure(
-    server: &BenchServer,
+/// `REQUESTS` first pages at a random `from` in `[start, end)` of `account`'s events, each
+/// followed by its next page; with several servers, the first pages go round-robin over them
+/// and each next page to the server after its first page's. The ceiling: the same first-page
+/// query on `servers[0]`'s store.
+pub async fn measure(
+    servers: &[BenchServer],
     token: &str,
     account: &str,
     start: i64,
     end: i64,
 ) -> anyhow::Result<Pages> {
     let mut rng = rand::thread_rng();
+    let http = &servers[0].http;
+    let store = &servers[0].server.state.store;
     let (mut first, mut next, mut direct) = (Vec::new(), Vec::new(), Vec::new());
     let (mut failed, mut returned) = (0usize, 0usize);
-    for _ in 0..REQUESTS {
+    for n in 0..REQUESTS {
         let from = rng.gen_range(start..end - 60_000) / 1000 * 1000;
-        let url = format!(
-            "{}/v2/accounts/{account}/qss/events?page_size=30&from={}",
-            server.base,
+        let query = format!(
+            "/v2/accounts/{account}/qss/events?page_size=30&from={}",
             qss_domain::timefmt::format_ms(from)
         );
-        let (latency, v) = get(server, &url, token).await?;
+        let base = &servers[n % servers.len()].base;
+        let (latency, v) = get(http, &format!("{base}{query}"), token).await?;
         let Some(v) = v else {
             failed += 1;
             continue;
@@ -160,13 +168,14 @@ async fn measure(
         first.push(latency);
         returned += v["events"].as_array().map_or(0, Vec::len);
         if let Some(t) = v["next_page_token"].as_str().filter(|t| !t.is_empty()) {
-            let (latency, v) = get(server, &format!("{url}&next_page_token={t}"), token).await?;
+            let base = &servers[(n + 1) % servers.len()].base;
+            let url = format!("{base}{query}&next_page_token={t}");
+            let (latency, v) = get(http, &url, token).await?;
             match v {
                 Some(_) => next.push(latency),
                 None => failed += 1,
             }
         }
-        let store = server.sqlite().clone();
         let q = EventQuery {
             account_id: account.to_string(),
             from,
@@ -181,7 +190,7 @@ async fn measure(
             limit: 31,
         };
         let t0 = Instant::now();
-        tokio::task::spawn_blocking(move || store.list_events(&q)).await??;
+        store.list_events(&q).await?;
         direct.push(t0.elapsed());
     }
     Ok(Pages {
@@ -197,12 +206,12 @@ async fn measure(
 }
 
 async fn get(
-    server: &BenchServer,
+    http: &reqwest::Client,
     url: &str,
     token: &str,
 ) -> anyhow::Result<(Duration, Option<Value>)> {
     let t0 = Instant::now();
-    let r = server.http.get(url).bearer_auth(token).send().await?;
+    let r = http.get(url).bearer_auth(token).send().await?;
     let ok = r.status() == 200;
     let body = r.bytes().await?;
     let latency = t0.elapsed();

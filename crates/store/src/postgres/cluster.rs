@@ -22,6 +22,15 @@ pub const WEBHOOKS_CHANNEL: &str = "qss_webhooks";
 /// nodes' clocks say.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::BIGINT";
 
+/// The stored form of an idempotency key: the first 16 bytes of its SHA-256.
+fn key_hash(key: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
 /// A sample to append: validated, with its partition and idempotency key.
 #[derive(Debug, Clone)]
 pub struct NewSample {
@@ -63,13 +72,14 @@ impl PgStore {
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut index = Vec::new();
         for (i, s) in samples.iter().enumerate() {
-            if !seen.insert((s.account_id.as_str(), s.skey.as_str())) {
+            let key = key_hash(&s.skey);
+            if !seen.insert((s.account_id.as_str(), key)) {
                 continue;
             }
-            index.push(i);
+            index.push((i, key));
             accounts.push(s.account_id.as_str());
             parts.push(s.part);
-            keys.push(s.skey.as_str());
+            keys.push(key.to_vec());
             received.push(s.received_ms);
             ts.push(s.ts);
             intervals.push(i64::from(s.interval_s));
@@ -79,39 +89,55 @@ impl PgStore {
             return Ok(fresh);
         }
         let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SAMPLES_LOCK])
-            .await?;
-        let st = tx
+        let st = c
             .prepare_cached(
-                "INSERT INTO samples (seq, account_id, part, skey, received_ms, ts, interval_s,
-                                      route, body)
-                 SELECT nextval('samples_seq'), a, p, k, r, t, i, '', b
-                 FROM unnest($1::TEXT[], $2::INTEGER[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
-                             $6::BIGINT[], $7::TEXT[]) WITH ORDINALITY AS u(a, p, k, r, t, i, b, n)
-                 ORDER BY n
-                 ON CONFLICT (account_id, skey) DO NOTHING
-                 RETURNING account_id, skey",
+                "WITH stored AS (
+                     INSERT INTO samples (seq, account_id, part, skey, received_ms, ts,
+                                          interval_s, route, body)
+                     SELECT nextval('samples_seq'), a, p, k, r, t, i, '', b
+                     FROM unnest($1::TEXT[], $2::INTEGER[], $3::BYTEA[], $4::BIGINT[],
+                                 $5::BIGINT[], $6::BIGINT[], $7::TEXT[])
+                          WITH ORDINALITY AS u(a, p, k, r, t, i, b, n)
+                     ORDER BY n
+                     ON CONFLICT (account_id, skey) DO NOTHING
+                     RETURNING account_id, skey
+                 )
+                 SELECT s.account_id, s.skey
+                 FROM stored s,
+                      (SELECT pg_notify($8, '') WHERE EXISTS (SELECT 1 FROM stored)) AS notified",
             )
             .await?;
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &accounts, &parts, &keys, &received, &ts, &intervals, &bodies,
+        let tx = c.transaction().await?;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &accounts,
+            &parts,
+            &keys,
+            &received,
+            &ts,
+            &intervals,
+            &bodies,
+            &SAMPLES_CHANNEL,
         ];
-        let rows = tx.query(&st, &params).await?;
-        if !rows.is_empty() {
-            tx.execute("SELECT pg_notify($1, '')", &[&SAMPLES_CHANNEL])
-                .await?;
-        }
+        // The lock and the insert (with its notification) go out together (pipelined): the
+        // lock is held for two round trips (this and the commit) rather than four.
+        // Both statements are prepared before, so that they are sent in this order: a query
+        // given as text is parsed first (a round trip), and would run after the insert.
+        let lock_st = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+            .await?;
+        let lock = tx.execute(&lock_st, &[&SAMPLES_LOCK]);
+        let insert = tx.query(&st, &params);
+        let (_, rows) = tokio::try_join!(lock, insert)?;
         tx.commit().await?;
         let mut stored = std::collections::HashSet::with_capacity(rows.len());
         for r in &rows {
-            let account: String = r.try_get(0)?;
-            let key: String = r.try_get(1)?;
-            stored.insert((account, key));
+            let account: &str = r.try_get(0)?;
+            let key: &[u8] = r.try_get(1)?;
+            stored.insert((account.to_string(), key.to_vec()));
         }
-        for i in index {
+        for (i, key) in index {
             let s = &samples[i];
-            fresh[i] = stored.contains(&(s.account_id.clone(), s.skey.clone()));
+            fresh[i] = stored.contains(&(s.account_id.clone(), key.to_vec()));
         }
         Ok(fresh)
     }

@@ -65,14 +65,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tokens_by_expiry ON tokens (expires_at);
     -- Raw samples in acceptance order. Any node appends (seq from samples_seq, allocated
     -- under the samples advisory lock so that seq order is commit order); the node that
-    -- holds the lease of the sample's partition places it. skey is the SPEC's idempotency
-    -- key, so a resend is a duplicate whichever node takes it.
+    -- holds the lease of the sample's partition places it. skey is the first 16 bytes of the
+    -- SHA-256 of the SPEC's idempotency key (short keys keep the unique index cheap), so a
+    -- resend is a duplicate whichever node takes it.
     CREATE SEQUENCE samples_seq;
     CREATE TABLE samples (
         seq         BIGINT PRIMARY KEY,
         account_id  TEXT COLLATE "C" NOT NULL,
         part        INTEGER NOT NULL DEFAULT 0,
-        skey        TEXT COLLATE "C",
+        skey        BYTEA,
         received_ms BIGINT NOT NULL,
         ts          BIGINT NOT NULL,
         interval_s  BIGINT NOT NULL,

@@ -28,16 +28,18 @@ use qss_store::postgres::{
     ACCOUNTS_CHANNEL, DELIVERIES_CHANNEL, SAMPLES_CHANNEL, WEBHOOKS_CHANNEL,
 };
 use qss_store::{
-    InstanceRow, Lease, NewEvent, NewSample, PARTITIONS, PartSample, PgStore, StoreError,
+    InstanceRow, Lease, NewEvent, NewSample, PARTITIONS, PartSample, PgStore, Store, StoreError,
     WriteBatch, partition_of,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{instance_change, instance_row, new_event};
+use crate::pipeline::{forget_emitted, instance_change, instance_row, new_event};
 
 /// Most samples one append takes (several requests' worth: group commit).
 const GROUP_MAX_SAMPLES: usize = 20_000;
+/// Ingest writers per node (see `ingest_writer`).
+pub const INGEST_WRITERS: usize = 2;
 /// How often due windows are looked for (as on SQLite).
 const TICK: Duration = Duration::from_millis(100);
 /// Samples read from the log per query.
@@ -85,43 +87,45 @@ pub fn sample_key(account_id: &str, s: &Sample) -> (i32, String) {
 }
 
 /// Appends queued ingest requests to the log, a group of concurrent requests per commit,
-/// and answers each after the commit. Runs until `rx` closes or `stop` fires (then commits
-/// what is queued).
+/// and answers each after the commit. Several writers share `rx`: while one holds the log's
+/// lock, the next has its group ready and its transaction open. Runs until `rx` closes or
+/// `stop` fires (then commits what is queued).
 pub async fn ingest_writer(
     pg: PgStore,
     accounts: Arc<Accounts>,
     metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<IngestJob>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestJob>>>,
     stop: CancellationToken,
 ) {
     loop {
         let mut jobs = Vec::new();
-        tokio::select! {
-            job = rx.recv() => match job {
-                Some(j) => jobs.push(j),
-                None => return,
-            },
-            _ = stop.cancelled() => {
-                while let Ok(j) = rx.try_recv() {
-                    jobs.push(j);
+        let mut last = false;
+        {
+            let mut rx = rx.lock().await;
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(j) => jobs.push(j),
+                    None => return,
+                },
+                _ = stop.cancelled() => last = true,
+            }
+            let mut samples: usize = jobs.iter().map(|j| j.samples.len()).sum();
+            while samples < GROUP_MAX_SAMPLES || last {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        samples += j.samples.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
                 }
-                if !jobs.is_empty() {
-                    append_group(&pg, &accounts, &metrics, jobs).await;
-                }
-                return;
             }
         }
-        let mut samples = jobs[0].samples.len();
-        while samples < GROUP_MAX_SAMPLES {
-            match rx.try_recv() {
-                Ok(j) => {
-                    samples += j.samples.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
+        if !jobs.is_empty() {
+            append_group(&pg, &accounts, &metrics, jobs).await;
         }
-        append_group(&pg, &accounts, &metrics, jobs).await;
+        if last {
+            return;
+        }
     }
 }
 
@@ -525,22 +529,9 @@ impl PartitionWorker {
                 }
             }
         }
+        let store = Store::Postgres(self.pg.clone());
         for agg in aggs.values_mut() {
-            let mut by_account: HashMap<String, Vec<String>> = HashMap::new();
-            for (account, key) in agg.open_window_keys() {
-                by_account.entry(account).or_default().push(key);
-            }
-            for (account, keys) in by_account {
-                let emitted: HashSet<String> = self
-                    .pg
-                    .existing_dedup_keys(&account, &keys)
-                    .await?
-                    .into_iter()
-                    .collect();
-                if !emitted.is_empty() {
-                    agg.forget_emitted(&account, &emitted);
-                }
-            }
+            forget_emitted(&store, agg).await?;
         }
         for l in leases {
             self.held.insert(

@@ -297,13 +297,18 @@ fn start_cluster(
     rx: tokio::sync::mpsc::Receiver<qss_api::IngestJob>,
 ) -> anyhow::Result<Aggregation> {
     let stop = CancellationToken::new();
-    let writer = tokio::spawn(cluster::ingest_writer(
-        pg.clone(),
-        accounts.clone(),
-        metrics.clone(),
-        rx,
-        stop.clone(),
-    ));
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = (0..cluster::INGEST_WRITERS)
+        .map(|_| {
+            tokio::spawn(cluster::ingest_writer(
+                pg.clone(),
+                accounts.clone(),
+                metrics.clone(),
+                rx.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let samples_wake = signals.samples.clone();
     let worker = cluster::PartitionWorker::new(
         pg.clone(),
@@ -326,10 +331,11 @@ fn start_cluster(
             .spawn(move || worker.run(samples_wake, stop))
             .context("starting the aggregation thread")?
     };
+    tasks.push(listener);
     Ok(Aggregation {
         stop,
         threads: vec![thread],
-        tasks: vec![writer, listener],
+        tasks,
     })
 }
 

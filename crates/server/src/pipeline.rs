@@ -100,21 +100,7 @@ impl Pipeline {
             }
             replayed += rows.len();
         }
-        let mut by_account: HashMap<String, Vec<String>> = HashMap::new();
-        for (account, key) in agg.open_window_keys() {
-            by_account.entry(account).or_default().push(key);
-        }
-        for (account, keys) in by_account {
-            let emitted: HashSet<String> = self
-                .store
-                .existing_dedup_keys(&account, &keys)
-                .await?
-                .into_iter()
-                .collect();
-            if !emitted.is_empty() {
-                agg.forget_emitted(&account, &emitted);
-            }
-        }
+        forget_emitted(&self.store, &mut agg).await?;
         self.aggregator = agg;
         self.next_seq = self.store.next_sample_seq().await?;
         self.last_replay_from = None;
@@ -358,6 +344,26 @@ impl Pipeline {
             tracing::error!(error = %e, "rebuilding aggregation state failed; will retry on the next failure");
         }
     }
+}
+
+/// After a replay: drops the open windows whose events are already stored (by their dedup
+/// keys), so that none is emitted twice.
+pub(crate) async fn forget_emitted(store: &Store, agg: &mut Aggregator) -> Result<(), StoreError> {
+    let mut by_account: HashMap<String, Vec<String>> = HashMap::new();
+    for (account, key) in agg.open_window_keys() {
+        by_account.entry(account).or_default().push(key);
+    }
+    for (account, keys) in by_account {
+        let emitted: HashSet<String> = store
+            .existing_dedup_keys(&account, &keys)
+            .await?
+            .into_iter()
+            .collect();
+        if !emitted.is_empty() {
+            agg.forget_emitted(&account, &emitted);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn instance_row(c: InstanceChange) -> InstanceRow {

@@ -349,64 +349,64 @@ impl PgStore {
     /// its lease is still held. Subscriptions whose endpoint answered 410 are disabled in the
     /// same transaction. Returns how many were recorded.
     pub async fn record_attempts(&self, results: &[AttemptRecord]) -> Result<usize, StoreError> {
+        // Set-based: one statement for every result of the batch (a statement per result
+        // cost two round trips each). A delivery is recorded once per batch.
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<&AttemptRecord> = results
+            .iter()
+            .filter(|r| seen.insert((&r.claim.account_id, &r.claim.delivery_id)))
+            .collect();
+        let accounts: Vec<&str> = rows.iter().map(|r| r.claim.account_id.as_str()).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.claim.delivery_id.as_str()).collect();
+        let tokens: Vec<i64> = rows.iter().map(|r| r.claim.lease_token).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
+        let next: Vec<Option<i64>> = rows.iter().map(|r| r.next_attempt_at).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.attempt.at).collect();
+        let http: Vec<Option<i64>> = rows
+            .iter()
+            .map(|r| r.attempt.http_status.map(i64::from))
+            .collect();
+        let errors: Vec<Option<&str>> = rows.iter().map(|r| r.attempt.error.as_deref()).collect();
+        let durations: Vec<i64> = rows.iter().map(|r| r.attempt.duration_ms).collect();
+        let numbers: Vec<i64> = rows.iter().map(|r| r.claim.attempt_count + 1).collect();
+        let bodies: Vec<&str> = rows
+            .iter()
+            .map(|r| r.attempt.response_body.as_str())
+            .collect();
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let update = tx
+        let st = tx
             .prepare_cached(
-                "UPDATE deliveries SET attempt_count = attempt_count + 1, status = $4,
-                   next_attempt_at = $5, lease_until = NULL, last_attempt_at = $6,
-                   last_http_status = $7, last_error = $8, last_duration_ms = $9
-                 WHERE account_id = $1 AND delivery_id = $2 AND lease_token = $3
-                   AND status = 'pending'",
+                "WITH r AS (
+                     SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[],
+                                          $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[],
+                                          $9::BIGINT[], $10::BIGINT[], $11::TEXT[])
+                         AS r(a, d, token, status, next, at, http, error, duration, n, body)
+                 ), recorded AS (
+                     UPDATE deliveries SET attempt_count = attempt_count + 1, status = r.status,
+                       next_attempt_at = r.next, lease_until = NULL, last_attempt_at = r.at,
+                       last_http_status = r.http, last_error = r.error,
+                       last_duration_ms = r.duration
+                     FROM r
+                     WHERE deliveries.account_id = r.a AND deliveries.delivery_id = r.d
+                       AND deliveries.lease_token = r.token AND deliveries.status = 'pending'
+                     RETURNING deliveries.account_id, deliveries.delivery_id
+                 ), attempts AS (
+                     INSERT INTO attempts (account_id, delivery_id, n, at, http_status, error,
+                                           duration_ms, response_body)
+                     SELECT r.a, r.d, r.n, r.at, r.http, r.error, r.duration, r.body
+                     FROM r JOIN recorded ON recorded.account_id = r.a
+                                         AND recorded.delivery_id = r.d
+                 )
+                 SELECT count(*) FROM recorded",
             )
             .await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO attempts (account_id, delivery_id, n, at, http_status, error,
-                                       duration_ms, response_body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .await?;
-        let mut recorded = 0;
-        for r in results {
-            let (claim, attempt) = (&r.claim, &r.attempt);
-            let status = attempt.http_status.map(i64::from);
-            let n = tx
-                .execute(
-                    &update,
-                    &[
-                        &claim.account_id,
-                        &claim.delivery_id,
-                        &claim.lease_token,
-                        &r.status,
-                        &r.next_attempt_at,
-                        &attempt.at,
-                        &status,
-                        &attempt.error,
-                        &attempt.duration_ms,
-                    ],
-                )
-                .await?;
-            if n == 0 {
-                continue;
-            }
-            recorded += 1;
-            let number = claim.attempt_count + 1;
-            tx.execute(
-                &insert,
-                &[
-                    &claim.account_id,
-                    &claim.delivery_id,
-                    &number,
-                    &attempt.at,
-                    &status,
-                    &attempt.error,
-                    &attempt.duration_ms,
-                    &attempt.response_body,
-                ],
-            )
-            .await?;
-        }
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &accounts, &ids, &tokens, &statuses, &next, &at, &http, &errors, &durations, &numbers,
+            &bodies,
+        ];
+        let recorded: i64 = tx.query_one(&st, &params).await?.try_get(0)?;
+        let recorded = recorded as usize;
         for r in results.iter().filter(|r| r.disable_webhook) {
             tx.execute(
                 "UPDATE webhooks SET status = 'disabled' WHERE account_id = $1 AND webhook_id = $2",

@@ -245,6 +245,7 @@ async fn three_nodes_emit_every_window_once_and_deliver_every_event_once() {
         PARTICIPANTS,
         PACE,
         stopping.clone(),
+        AtStop::ServersStayUp,
     );
     tokio::time::sleep(Duration::from_secs(12)).await;
     stopping.store(true, Ordering::SeqCst);
@@ -307,6 +308,7 @@ async fn a_node_killed_mid_run_has_its_windows_and_deliveries_taken_over() {
         PARTICIPANTS,
         PACE,
         stopping.clone(),
+        AtStop::ServersStayUp,
     );
     // Windows fall due at 5 s past each ten (10 s windows, 5 s grace): the kill comes half a
     // second after the second such moment, while that emission's deliveries are in flight
@@ -369,6 +371,7 @@ async fn postgres_restarting_during_ingest_gives_503s_and_loses_nothing_acknowle
         PARTICIPANTS,
         PACE,
         stopping.clone(),
+        AtStop::ServersStayUp,
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     pg.stop();

@@ -15,115 +15,59 @@
 //! on a SQLite file. Redelivery after a node is killed on PostgreSQL is tested in `cluster.rs`
 //! (one of three nodes killed while deliveries are in flight).
 
+// `webhook_support` uses `common`.
 mod common;
+mod serve_support;
 mod webhook_support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use serve_support::{
+    Account, ServerProcess, access_token, create_account, events, iso, now_ms, sqlite_database,
+};
 use webhook_support::{Answer, PARTICIPANT, RECEIVER_SECRET, Receiver};
 
-const ADMIN_TOKEN: &str = "durability-admin-token-0123456789";
 const EVENTS: usize = 5000;
 const RECEIVER_DELAY: Duration = Duration::from_millis(20);
 const TIMEOUT_MS: u64 = 2000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// One `qss serve` process; dropping it kills the process.
-struct Serve {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Serve {
-    async fn start(dir: &Path, name: &str) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_qss"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database",
-                &format!("sqlite://{}", dir.join("qss.db").display()),
-            ])
-            .env("QSS_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("QSS_LOG", "warn")
-            .env("QSS_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
-            .env("QSS_WEBHOOK_LEASE_SECONDS", "5")
-            .env("QSS_WEBHOOK_TIMEOUT_MS", TIMEOUT_MS.to_string())
-            .env("QSS_WEBHOOK_RETRY_SCHEDULE_SECONDS", "1,1,1,1,1,1,1,1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut serve = Serve {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = serve.child.try_wait().unwrap() {
-                panic!("qss serve exited with {status}:\n{}", serve.log_text());
-            }
-            let ok = reqwest::get(format!("{}/healthz", serve.base))
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ok {
-                return serve;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "qss serve did not start:\n{}",
-                serve.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn sigkill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `qss serve` on the SQLite file `<dir>/qss.db` with a 5 s delivery lease, the
+/// `TIMEOUT_MS` delivery timeout and retries a second apart, and waits until it answers.
+async fn start(dir: &Path, name: &str) -> ServerProcess {
+    let timeout_ms = TIMEOUT_MS.to_string();
+    let env = [
+        ("QSS_LOG", "warn"),
+        ("QSS_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("QSS_WEBHOOK_LEASE_SECONDS", "5"),
+        ("QSS_WEBHOOK_TIMEOUT_MS", timeout_ms.as_str()),
+        ("QSS_WEBHOOK_RETRY_SCHEDULE_SECONDS", "1,1,1,1,1,1,1,1"),
+    ];
+    ServerProcess::start(dir, name, &sqlite_database(dir), &env).await
 }
 
 /// A client of one server for one account.
 struct Api {
     http: reqwest::Client,
     base: String,
-    account_id: String,
+    account: Account,
     token: String,
 }
 
 impl Api {
+    /// A client of a new account on `base`, made by [`create_account`] (10 s windows).
+    async fn new(base: &str) -> Api {
+        let account = create_account(base).await;
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            token: access_token(base, &account).await,
+            account,
+        }
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut r = self
             .http
@@ -138,77 +82,17 @@ impl Api {
     }
 
     fn webhooks(&self) -> String {
-        format!("/v2/accounts/{}/qss/webhooks", self.account_id)
+        format!("/v2/accounts/{}/qss/webhooks", self.account.account_id)
     }
 
     /// Every participant event id visible now.
     async fn event_ids(&self) -> HashSet<String> {
-        let mut out = HashSet::new();
-        let mut next = String::new();
-        loop {
-            let path = format!(
-                "/v2/accounts/{}/qss/events?page_size=300&event={PARTICIPANT}&next_page_token={next}",
-                self.account_id
-            );
-            let (status, v) = self.call(reqwest::Method::GET, &path, None).await;
-            assert_eq!(status, 200, "{v}");
-            for e in v["events"].as_array().unwrap() {
-                out.insert(e["id"].as_str().unwrap().to_string());
-            }
-            next = v["next_page_token"].as_str().unwrap().to_string();
-            if next.is_empty() {
-                return out;
-            }
-        }
+        events(&self.base, &self.account, &self.token, PARTICIPANT)
+            .await
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
     }
-}
-
-/// An account with the QSS add-on and 10 s windows without grace; returns an API client for it
-/// and its ingest key.
-async fn account(base: &str) -> (Api, String) {
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/admin/accounts"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Durability", "plan": "business", "qss_addon": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
-    let account_id = v["account_id"].as_str().unwrap().to_string();
-    let api = Api {
-        http: http.clone(),
-        base: base.to_string(),
-        token: token(base, &v).await,
-        account_id,
-    };
-    let path = format!("/v2/accounts/{}/qss/settings", api.account_id);
-    let settings = json!({"aggregation_interval_seconds": 10, "aggregation_grace_seconds": 0});
-    let (status, v2) = api
-        .call(reqwest::Method::PATCH, &path, Some(settings))
-        .await;
-    assert_eq!(status, 204, "{v2}");
-    let ingest_key = v["ingest_key"]["ingest_key"].as_str().unwrap().to_string();
-    (api, ingest_key)
-}
-
-async fn token(base: &str, created: &Value) -> String {
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{base}/oauth/token?grant_type=account_credentials&account_id={}",
-            created["account_id"].as_str().unwrap()
-        ))
-        .basic_auth(
-            created["credentials"]["client_id"].as_str().unwrap(),
-            created["credentials"]["client_secret"].as_str(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
 }
 
 /// Polls `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
@@ -226,8 +110,8 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_delivered_at_least_once_across_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut first = Serve::start(dir.path(), "first").await;
-    let (api, ingest_key) = account(&first.base).await;
+    let mut first = start(dir.path(), "first").await;
+    let api = Api::new(&first.base).await;
 
     let kept = Receiver::start().await;
     let deleted = Receiver::start().await;
@@ -249,7 +133,7 @@ async fn every_event_is_delivered_at_least_once_across_a_sigkill() {
     // aggregation thread emits their 5,000 events right after the 202, each with a delivery to
     // both subscriptions.
     let window = (now_ms() - 60_000).div_euclid(10_000) * 10_000;
-    let ts = common::iso(window + 1000);
+    let ts = iso(window + 1000);
     let samples: Vec<Value> = (0..EVENTS)
         .map(|p| {
             json!({"kind": "participant_qos", "meeting_id": "durable-m",
@@ -261,9 +145,9 @@ async fn every_event_is_delivered_at_least_once_across_a_sigkill() {
         .http
         .post(format!(
             "{}/v2/accounts/{}/qss/telemetry",
-            api.base, api.account_id
+            api.base, api.account.account_id
         ))
-        .bearer_auth(&ingest_key)
+        .bearer_auth(&api.account.ingest_key)
         .json(&json!({ "samples": samples }))
         .send()
         .await
@@ -298,7 +182,7 @@ async fn every_event_is_delivered_at_least_once_across_a_sigkill() {
     );
     drop(first);
 
-    let second = Serve::start(dir.path(), "second").await;
+    let second = start(dir.path(), "second").await;
     let restarted_at = Instant::now();
     let api = Api {
         base: second.base.clone(),

@@ -1,12 +1,13 @@
 //! Shared by the tests that run the real `qss serve` binary as separate processes on the wall
-//! clock (`cluster.rs`): the processes, an account with 10 s windows, paced clients that
-//! spread their requests over several nodes, and the checks on the emitted windows.
+//! clock (`cluster.rs`, `crash.rs`, `webhooks_durability.rs`): the processes (started, killed,
+//! stopped), an account with 10 s windows, clients that spread their requests over several nodes
+//! (paced, or as fast as the server answers), and the checks on the emitted windows.
 
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ pub const PARTICIPANT_QOS: &str = "qss.meeting_participant_qos";
 pub const MEETING_SUMMARY: &str = "qss.meeting_qos_summary";
 pub const INTERVAL_S: i64 = 10;
 pub const GRACE_S: i64 = 5;
+/// Samples in each request of the ingesting clients.
+pub const SAMPLES_PER_BATCH: usize = 20;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -26,6 +29,7 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// RFC 3339 with milliseconds, as clients send it.
 pub fn iso(ms: i64) -> String {
     qss_domain::timefmt::format_ms_precise(ms)
 }
@@ -39,6 +43,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `--database` of a server on the SQLite file `<dir>/qss.db`.
+pub fn sqlite_database(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("qss.db").display())
+}
+
 /// One `qss serve` process. Dropping it kills the process, so a failing test leaves nothing
 /// running behind.
 pub struct ServerProcess {
@@ -48,14 +57,22 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `qss serve --database <database>` on a fresh port with `env` (on top of the
-    /// admin token and info logs), and waits until `/healthz` answers.
+    /// Starts `qss serve --database <database>` on a fresh port with `env` (on top of, and
+    /// overriding, the admin token and info logs), and waits until `/healthz` answers.
     pub async fn start(
         dir: &Path,
         name: &str,
         database: &str,
         env: &[(&str, &str)],
     ) -> ServerProcess {
+        let mut server = ServerProcess::spawn(dir, name, database, env);
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Like [`ServerProcess::start`], but returns as soon as the process runs, for a test that
+    /// expects it to exit by itself. Its output goes to `<dir>/<name>.log`.
+    pub fn spawn(dir: &Path, name: &str, database: &str, env: &[(&str, &str)]) -> ServerProcess {
         let port = free_port();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -76,13 +93,11 @@ impl ServerProcess {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut server = ServerProcess {
+        ServerProcess {
             child: command.spawn().unwrap(),
             base: format!("http://127.0.0.1:{port}"),
             log,
-        };
-        server.wait_healthy().await;
-        server
+        }
     }
 
     async fn wait_healthy(&mut self) {
@@ -117,6 +132,30 @@ impl ServerProcess {
     pub fn sigkill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit status.
+    pub async fn sigterm(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        self.wait_exit(limit).await
+    }
+
+    /// The exit status, once the process has exited; `None` if it still runs after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -194,9 +233,11 @@ pub async fn access_token(base: &str, a: &Account) -> String {
 pub struct Ingested {
     /// (participant_id, timestamp ms) of every sample answered 202.
     pub acknowledged: Vec<(String, i64)>,
-    /// Samples of requests without a clear answer (connection cut, 503): stored or not.
+    /// Samples of requests without a clear answer (connection cut, 503, any failure): stored
+    /// or not.
     pub uncertain: Vec<(String, i64)>,
-    /// Every answer other than 202, as `status: body` (or the transport error).
+    /// Every answer other than 202, as `status: body` (or the transport error), except those
+    /// that [`AtStop::ServerGoesDown`] expects.
     pub failures: Vec<String>,
     /// Answers 503 that lacked a `Retry-After` or whose body was not the SPEC's error object.
     pub bad_503s: Vec<String>,
@@ -207,9 +248,23 @@ pub struct Ingested {
 /// The nodes clients send to; a test removes a node before it kills it.
 pub type Nodes = Arc<Mutex<Vec<String>>>;
 
+/// What a failed request means once `stopping` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtStop {
+    /// The servers stay up when the clients are stopped: a failure then is a failure like any
+    /// other.
+    ServersStayUp,
+    /// `stopping` is set just before the server is killed or stopped: a request failing after
+    /// that is expected. The client stops there, and that request's samples are uncertain (a
+    /// batch in flight at the kill may or may not be stored), not a failure.
+    ServerGoesDown,
+}
+
 /// `clients` tasks, each with its own meeting of `participants` participants, posting a
-/// 20-sample batch every `pace` until `stopping` is set, each request to the next node in
-/// turn: no two consecutive requests of a client go to the same node when there are several.
+/// 20-sample batch every `pace` (`Duration::ZERO`: as fast as the server answers) until
+/// `stopping` is set, each request to the next node in turn: no two consecutive requests of a
+/// client go to the same node when there are several. Each participant's timestamps are `now`,
+/// strictly increasing, so no sample is a duplicate.
 pub fn start_clients(
     nodes: &Nodes,
     account: &Account,
@@ -217,6 +272,7 @@ pub fn start_clients(
     participants: usize,
     pace: Duration,
     stopping: Arc<AtomicBool>,
+    at_stop: AtStop,
 ) -> Vec<tokio::task::JoinHandle<Ingested>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -229,25 +285,29 @@ pub fn start_clients(
             tokio::spawn(async move {
                 let meeting = format!("m{c}");
                 let people: Vec<String> = (0..participants).map(|p| format!("p{c}-{p}")).collect();
-                let mut last_ts = 0i64;
+                let mut last_ts = vec![0i64; participants];
                 let mut seen = Ingested::default();
                 let mut turn = c;
-                let mut tick = tokio::time::interval(pace);
+                // tokio's interval panics on a zero period.
+                let mut tick = (!pace.is_zero()).then(|| tokio::time::interval(pace));
                 while !stopping.load(Ordering::SeqCst) {
-                    tick.tick().await;
+                    if let Some(tick) = &mut tick {
+                        tick.tick().await;
+                    }
                     let base = {
                         let nodes = nodes.lock().unwrap();
                         turn += 1;
                         nodes[turn % nodes.len()].clone()
                     };
-                    let mut batch = Vec::new();
-                    let mut keys = Vec::new();
-                    for i in 0..20 {
-                        let p = &people[i % participants];
-                        let ts = now_ms().max(last_ts + 1);
-                        last_ts = ts;
-                        batch.push(sample(&meeting, p, ts));
-                        keys.push((p.clone(), ts));
+                    let now = now_ms();
+                    let mut batch = Vec::with_capacity(SAMPLES_PER_BATCH);
+                    let mut keys = Vec::with_capacity(SAMPLES_PER_BATCH);
+                    for i in 0..SAMPLES_PER_BATCH {
+                        let p = i % participants;
+                        let ts = now.max(last_ts[p] + 1);
+                        last_ts[p] = ts;
+                        batch.push(sample(&meeting, &people[p], ts));
+                        keys.push((people[p].clone(), ts));
                     }
                     let url = format!("{base}/v2/accounts/{account_id}/qss/telemetry");
                     let sent = http
@@ -256,8 +316,11 @@ pub fn start_clients(
                         .json(&json!({ "samples": batch }))
                         .send()
                         .await;
-                    match sent {
-                        Ok(r) if r.status() == 202 => seen.acknowledged.extend(keys),
+                    let failure = match sent {
+                        Ok(r) if r.status() == 202 => {
+                            seen.acknowledged.extend(keys);
+                            continue;
+                        }
                         Ok(r) => {
                             let status = r.status();
                             let retry_after = r.headers().get("retry-after").cloned();
@@ -265,16 +328,18 @@ pub fn start_clients(
                             if status == 503 && !is_clean_503(retry_after.is_some(), &body) {
                                 seen.bad_503s.push(format!("{retry_after:?} {body}"));
                             }
-                            seen.failures.push(format!("{status}: {body}"));
-                            seen.uncertain.extend(keys);
+                            format!("{status}: {body}")
                         }
-                        Err(e) => {
-                            seen.failures.push(e.to_string());
-                            seen.uncertain.extend(keys);
-                        }
+                        Err(e) => e.to_string(),
+                    };
+                    seen.uncertain.extend(keys);
+                    if at_stop == AtStop::ServerGoesDown && stopping.load(Ordering::SeqCst) {
+                        break;
                     }
+                    seen.failures.push(failure);
                 }
-                seen.last_ts.insert(meeting, last_ts);
+                let last = last_ts.into_iter().max().unwrap_or(0);
+                seen.last_ts.insert(meeting, last);
                 seen
             })
         })
@@ -363,6 +428,13 @@ pub struct Window {
     pub event_ts: i64,
 }
 
+impl Window {
+    /// When the window became due: end + grace.
+    pub fn due_ms(&self) -> i64 {
+        self.start_ms + (self.interval_s + GRACE_S) * 1000
+    }
+}
+
 /// Every event of `event_type` visible now (all pages of the default range).
 pub async fn events(base: &str, account: &Account, token: &str, event_type: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
@@ -417,7 +489,8 @@ pub fn per_window(samples: &[(String, i64)]) -> HashMap<(String, i64), u64> {
     out
 }
 
-/// Windows whose events count fewer samples than were acknowledged for them.
+/// Windows that lack an event, or whose events count fewer samples than were acknowledged for
+/// them.
 pub fn short_windows(
     acknowledged: &HashMap<(String, i64), u64>,
     windows: &[Window],

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub window_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub open_windows: Gauge,
     pub open_meeting_instances: Gauge,
+    /// PostgreSQL: aggregation partitions this node holds, and nodes alive (0 on SQLite).
+    pub partitions_held: Gauge,
+    pub live_nodes: Gauge,
 }
 
 impl Default for Metrics {
@@ -68,6 +71,8 @@ impl Metrics {
             window_lag_seconds: Gauge::default(),
             open_windows: Gauge::default(),
             open_meeting_instances: Gauge::default(),
+            partitions_held: Gauge::default(),
+            live_nodes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -114,6 +119,16 @@ impl Metrics {
             "open_meeting_instances",
             "Meeting instances whose summary is pending",
             m.open_meeting_instances.clone(),
+        );
+        registry.register(
+            "partitions_held",
+            "Aggregation partitions this node holds (PostgreSQL; 0 on SQLite)",
+            m.partitions_held.clone(),
+        );
+        registry.register(
+            "live_nodes",
+            "Nodes sharing the database, by their heartbeats (PostgreSQL; 0 on SQLite)",
+            m.live_nodes.clone(),
         );
         registry.register(
             "deliveries",

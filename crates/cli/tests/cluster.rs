@@ -267,7 +267,8 @@ async fn three_nodes_emit_every_window_once_and_deliver_every_event_once() {
         &nodes,
     )
     .await;
-    // Each node took a share of the aggregation partitions.
+    // Each node took a share of the aggregation partitions, and together they hold all 64.
+    let mut held = Vec::new();
     for n in &nodes {
         assert!(
             n.log_text().contains("took partitions"),
@@ -275,7 +276,31 @@ async fn three_nodes_emit_every_window_once_and_deliver_every_event_once() {
             n.base,
             logs(&nodes)
         );
+        let metrics = reqwest::get(format!("{}/metrics", n.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let gauge = |name: &str| -> i64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+        };
+        assert_eq!(gauge("qss_live_nodes"), 3, "{}", n.base);
+        held.push(gauge("qss_partitions_held"));
     }
+    assert_eq!(
+        held.iter().sum::<i64>(),
+        64,
+        "partitions held per node: {held:?}"
+    );
+    assert!(
+        held.iter().all(|h| *h >= 20),
+        "an unbalanced share: {held:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,6 +411,7 @@ impl PartitionWorker {
         let live = self.pg.heartbeat(&self.node, self.lease_ms).await?.max(1);
         self.live_nodes
             .store(live as usize, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.live_nodes.set(live);
         self.drop_lost().await?;
         let share = (PARTITIONS as usize).div_ceil(live as usize);
         let holding = self.held.len() + self.unbuilt.len();
@@ -456,6 +457,9 @@ impl PartitionWorker {
                 );
             }
         }
+        self.metrics
+            .partitions_held
+            .set((self.held.len() + self.unbuilt.len()) as i64);
         Ok(())
     }
 

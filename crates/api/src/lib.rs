@@ -7,6 +7,7 @@ pub mod auth;
 mod body;
 pub mod cache;
 pub mod clock;
+mod dashboard;
 pub mod deliveries;
 pub mod error;
 pub mod events;
@@ -75,6 +76,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
+        .merge(dashboard::router())
         .merge(oauth::router())
         .merge(admin::router())
         .merge(settings::router())

@@ -70,6 +70,11 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
     subscribe(&base, &account_id, client_id, client_secret, &receiver_url).await?;
     println!();
     println!("qss demo is running at {base}");
+    println!();
+    println!(
+        "  Dashboard (signed in to the demo account): {base}/#signin?account_id={account_id}&client_id={client_id}&client_secret={client_secret}"
+    );
+    println!();
     if let Some(token) = &server.generated_admin_token {
         println!("  admin token:   {token}");
     }

@@ -1,0 +1,437 @@
+//! The dashboard in a real browser (issue 6): Debian's Chromium, headless, driven through
+//! chromedriver (WebDriver) against a whole server on 127.0.0.1. Each view is saved as a
+//! 1280×800 screenshot under `<target>/tmp/dashboard-screenshots/`.
+//!
+//! Without Chromium and chromedriver (`apt-get install -y chromium chromium-driver`) the
+//! browser test says it was skipped, except under `CI=true`, where `.ci/run` installs them.
+
+mod common;
+mod webhook_support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use qss_api::Clock;
+use serde_json::{Value, json};
+use webhook_support::{RECEIVER_SECRET, Receiver};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver, killed with the test.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts chromedriver and a headless Chromium session at 1280×800; `None` (with a visible
+/// "skipped") where they are not installed and CI is not set.
+async fn browser() -> Option<(Driver, Client)> {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !std::path::Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but {missing:?} are missing (.ci/run installs chromium and chromium-driver)"
+        );
+        eprintln!(
+            "skipped: the dashboard browser test needs {missing:?} (apt-get install -y chromium chromium-driver)"
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Driver(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,800", "--lang=en-US"],
+        },
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => {
+                // The screenshots are of the page, so the viewport (not the window) is 1280×800.
+                let chrome = client
+                    .execute(
+                        "return window.outerHeight - window.innerHeight;",
+                        Vec::new(),
+                    )
+                    .await
+                    .unwrap()
+                    .as_u64()
+                    .unwrap_or(0) as u32;
+                client.set_window_size(1280, 800 + chrome).await.unwrap();
+                return Some((driver, client));
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no WebDriver session: {e}"),
+        }
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    let path = screenshot_dir().join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Waits until `script` (a JavaScript expression) is truthy in the page, then returns it.
+async fn wait_js(c: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = c
+            .execute(&format!("return ({script});"), Vec::new())
+            .await
+            .unwrap();
+        let truthy = match &v {
+            Value::Null | Value::Bool(false) => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            _ => true,
+        };
+        if truthy {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn type_into(c: &Client, selector: &str, text: &str) {
+    let e = c.find(Locator::Css(selector)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+/// A participant sample for the dashboard's meeting.
+fn participant(meeting: &str, p: usize, ts: i64, loss: f64) -> Value {
+    json!({"kind": "participant_qos", "meeting_id": meeting, "participant_id": format!("p{p}"),
+           "user_name": format!("Person {p}"), "timestamp": common::iso(ts),
+           "metrics": {"audio": {"bitrate": 64, "latency": 40 + 30 * p, "jitter": 5, "packet_loss": loss},
+                       "video": {"bitrate": 1200, "latency": 50, "jitter": 6, "packet_loss": loss,
+                                 "frame_rate": 30 - 5 * p}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retries() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let app = common::spawn_app_with(vec![("webhook.allow_private_networks", "true")]).await;
+    let a = app.create_account("business", true).await;
+    let token = app.token(&a).await;
+    let r = app
+        .patch_settings(
+            &a,
+            &token,
+            json!({"aggregation_interval_seconds": 10, "aggregation_grace_seconds": 0}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let receiver = Receiver::start().await;
+    let r = app
+        .client
+        .post(format!(
+            "{}/v2/accounts/{}/qss/webhooks",
+            app.base, a.account_id
+        ))
+        .bearer_auth(&token)
+        .json(
+            &json!({"url": receiver.url(), "secret_token": RECEIVER_SECRET,
+                      "events": ["qss.meeting_participant_qos"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Two windows of a three-person meeting, the third person on a lossy network, and a call.
+    let t0 = app.clock.now_ms();
+    let mut samples = Vec::new();
+    for w in 0..2 {
+        for p in 0..3 {
+            for s in 0..3 {
+                let loss = if p == 2 { 8.0 } else { 0.1 };
+                samples.push(participant(
+                    "board-meeting",
+                    p,
+                    t0 + w * 10_000 + s * 3000 + 100,
+                    loss,
+                ));
+            }
+        }
+    }
+    samples.push(
+        json!({"kind": "call_qos", "call_id": "call-1", "direction": "inbound",
+        "codec": "G.722", "timestamp": common::iso(t0 + 500),
+        "metrics": {"bitrate": 64, "latency": 80, "jitter": 8, "packet_loss": 0.5}}),
+    );
+    assert_eq!(app.post_samples(&a, json!(samples)).await.status(), 202);
+    // Past both windows' ends, then past the API's 2 s visibility delay of their events.
+    app.advance(23_000).await;
+    app.advance(3_000).await;
+    app.wait_for_events(&a, &token, "", |e| e.len() >= 7).await;
+    receiver.wait_for_hits(6, Duration::from_secs(10)).await;
+
+    // Wrong credentials: an error, and nothing else.
+    c.goto(&app.base).await.unwrap();
+    type_into(&c, "input[name=account_id]", &a.account_id).await;
+    type_into(&c, "input[name=client_id]", &a.client_id).await;
+    type_into(&c, "input[name=client_secret]", "not-the-secret").await;
+    c.find(Locator::Css("#signin-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let error = wait_js(
+        &c,
+        "the sign-in error",
+        "document.querySelector('#signin-error').textContent",
+    )
+    .await;
+    assert!(error.as_str().unwrap().contains("Wrong"), "{error}");
+    assert_eq!(
+        wait_js(
+            &c,
+            "the live view hidden",
+            "document.querySelector('#live-view').hidden"
+        )
+        .await,
+        Value::Bool(true)
+    );
+    screenshot(&c, "1-signin-error").await;
+
+    // The right ones: the meeting is in the live view.
+    type_into(&c, "input[name=client_secret]", &a.client_secret).await;
+    c.find(Locator::Css("#signin-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = wait_js(
+        &c,
+        "the meeting in the live view",
+        "[...document.querySelectorAll('#live-table tbody tr')].map(r => r.textContent).join('|')",
+    )
+    .await;
+    assert!(row.as_str().unwrap().contains("board-meeting"), "{row}");
+    assert!(row.as_str().unwrap().contains("in progress"), "{row}");
+    screenshot(&c, "2-live").await;
+
+    // The meeting: charts with drawn data, the lossy participant first.
+    c.find(Locator::Css("#live-table tbody tr a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let drawn = wait_js(
+        &c,
+        "a drawn MOS chart",
+        "(() => { const cv = document.querySelector('figure.chart[data-metric=mos] canvas');
+                   if (!cv) return 0;
+                   const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+                   return n; })()",
+    )
+    .await;
+    assert!(
+        drawn.as_f64().unwrap() > 200.0,
+        "MOS canvas pixels: {drawn}"
+    );
+    let charts = wait_js(
+        &c,
+        "six charts",
+        "document.querySelectorAll('figure.chart canvas').length",
+    )
+    .await;
+    assert_eq!(charts, json!(6));
+    let first = wait_js(
+        &c,
+        "the participants",
+        "document.querySelector('#meeting-people tbody tr td').textContent",
+    )
+    .await;
+    assert!(
+        first.as_str().unwrap().contains("p2"),
+        "worst first: {first}"
+    );
+    screenshot(&c, "3-meeting").await;
+
+    // Phone calls.
+    c.execute("location.hash = '#/phone'", Vec::new())
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "the call",
+        "document.querySelector('#phone-table tbody tr')",
+    )
+    .await;
+    screenshot(&c, "4-phone").await;
+
+    // Settings: an interval of 5 is refused, with the message next to the field.
+    c.execute("location.hash = '#/settings'", Vec::new())
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "the settings form",
+        "document.querySelector('input[name=aggregation_interval_seconds]')",
+    )
+    .await;
+    type_into(&c, "input[name=aggregation_interval_seconds]", "5").await;
+    c.find(Locator::Css("#settings-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let message = wait_js(
+        &c,
+        "the field's message",
+        "document.querySelector('[data-field=aggregation_interval_seconds] .field-error').textContent",
+    )
+    .await;
+    assert!(message.as_str().unwrap().contains("10"), "{message}");
+    screenshot(&c, "5-settings-error").await;
+
+    // Webhooks: a delivery is retried from its button.
+    c.execute("location.hash = '#/webhooks'", Vec::new())
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "a retry button",
+        "document.querySelector('button.retry')",
+    )
+    .await;
+    let hits = receiver.hit_count();
+    c.find(Locator::Css("button.retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let label = wait_js(
+        &c,
+        "the retry queued",
+        "document.querySelector('button.retry').textContent === 'Queued' && 'Queued'",
+    )
+    .await;
+    assert_eq!(label, json!("Queued"));
+    receiver
+        .wait_for_hits(hits + 1, Duration::from_secs(10))
+        .await;
+    screenshot(&c, "6-webhooks").await;
+
+    // The secret is nowhere in the page.
+    let source = c.source().await.unwrap();
+    assert!(
+        !source.contains(&a.client_secret),
+        "the client secret is in the page"
+    );
+    assert!(!source.contains(&token), "a token is in the page");
+    c.close().await.unwrap();
+}
+
+/// The page itself is a shell without data, and every call the dashboard makes needs a valid
+/// sign-in.
+#[tokio::test]
+async fn nothing_the_dashboard_reads_or_does_works_without_signing_in() {
+    let app = common::spawn_app().await;
+    let a = app.create_account("business", true).await;
+    let page = app.client.get(&app.base).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Sign in"));
+    assert!(!html.contains(&a.account_id) && !html.contains(&a.client_secret));
+    for asset in [
+        "app.js",
+        "app.css",
+        "uPlot.iife.min.js",
+        "uPlot.min.css",
+        "uPlot-LICENSE",
+    ] {
+        let r = app
+            .client
+            .get(format!("{}/dashboard/{asset}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+    }
+    let base = format!("/v2/accounts/{}/qss", a.account_id);
+    for (method, path) in [
+        (reqwest::Method::GET, format!("{base}/events")),
+        (reqwest::Method::GET, format!("{base}/settings")),
+        (reqwest::Method::PATCH, format!("{base}/settings")),
+        (reqwest::Method::GET, format!("{base}/webhooks")),
+        (
+            reqwest::Method::GET,
+            format!("{base}/webhooks/wh/deliveries"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{base}/webhooks/wh/deliveries/d/retry"),
+        ),
+    ] {
+        for auth in [None, Some("Bearer not-a-token")] {
+            let mut r = app
+                .client
+                .request(method.clone(), format!("{}{path}", app.base));
+            if let Some(h) = auth {
+                r = r.header("authorization", h);
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{method} {path} with {auth:?}");
+        }
+    }
+}

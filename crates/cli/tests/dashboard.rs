@@ -137,6 +137,15 @@ async fn wait_js(c: &Client, what: &str, script: &str) -> Value {
     }
 }
 
+async fn click(c: &Client, selector: &str) {
+    c.find(Locator::Css(selector))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn type_into(c: &Client, selector: &str, text: &str) {
     let e = c.find(Locator::Css(selector)).await.unwrap();
     e.clear().await.unwrap();
@@ -218,12 +227,7 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     type_into(&c, "input[name=account_id]", &a.account_id).await;
     type_into(&c, "input[name=client_id]", &a.client_id).await;
     type_into(&c, "input[name=client_secret]", "not-the-secret").await;
-    c.find(Locator::Css("#signin-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#signin-form button").await;
     let error = wait_js(
         &c,
         "the sign-in error",
@@ -244,12 +248,7 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
 
     // The right ones: the meeting is in the live view.
     type_into(&c, "input[name=client_secret]", &a.client_secret).await;
-    c.find(Locator::Css("#signin-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#signin-form button").await;
     let row = wait_js(
         &c,
         "the meeting in the live view",
@@ -261,12 +260,7 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     screenshot(&c, "2-live").await;
 
     // The meeting: charts with drawn data, the lossy participant first.
-    c.find(Locator::Css("#live-table tbody tr a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#live-table tbody tr a").await;
     let drawn = wait_js(
         &c,
         "a drawn MOS chart",
@@ -323,12 +317,7 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     )
     .await;
     type_into(&c, "input[name=aggregation_interval_seconds]", "5").await;
-    c.find(Locator::Css("#settings-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#settings-form button[type=submit]").await;
     let message = wait_js(
         &c,
         "the field's message",
@@ -349,12 +338,7 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     )
     .await;
     let hits = receiver.hit_count();
-    c.find(Locator::Css("button.retry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button.retry").await;
     let label = wait_js(
         &c,
         "the retry queued",

@@ -6,6 +6,7 @@
 //! browser test says it was skipped, except under `CI=true`, where `.ci/run` installs them.
 
 mod common;
+mod serve_support;
 mod webhook_support;
 
 use std::path::PathBuf;
@@ -216,8 +217,40 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
         "metrics": {"bitrate": 64, "latency": 80, "jitter": 8, "packet_loss": 0.5}}),
     );
     assert_eq!(app.post_samples(&a, json!(samples)).await.status(), 202);
-    // Past both windows' ends, then past the API's 2 s visibility delay of their events.
-    app.advance(23_000).await;
+    // And a meeting from `qss simulate` (its timestamps are the wall clock's).
+    let simulated = Command::new(env!("CARGO_BIN_EXE_qss"))
+        .args([
+            "simulate",
+            "--url",
+            &app.base,
+            "--account-id",
+            &a.account_id,
+        ])
+        .args([
+            "--meetings",
+            "1",
+            "--participants",
+            "3",
+            "--calls",
+            "0",
+            "--duration",
+            "6",
+        ])
+        .args(["--sample-interval", "2", "--seed", "7"])
+        .env("QSS_INGEST_KEY", &a.ingest_key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(simulated.success(), "qss simulate failed");
+    // Past every window's end (the simulated ones are on the wall clock, ahead of the test's
+    // clock), then past the API's 2 s visibility delay of their events.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    app.advance((wall + 20_000 - app.clock.now_ms()).max(23_000))
+        .await;
     app.advance(3_000).await;
     app.wait_for_events(&a, &token, "", |e| e.len() >= 7).await;
     receiver.wait_for_hits(6, Duration::from_secs(10)).await;
@@ -257,10 +290,22 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     .await;
     assert!(row.as_str().unwrap().contains("board-meeting"), "{row}");
     assert!(row.as_str().unwrap().contains("in progress"), "{row}");
+    let simulated = wait_js(
+        &c,
+        "the simulated meeting in the live view",
+        "[...document.querySelectorAll('#live-table tbody tr a')].some(a => a.textContent.startsWith('sim-'))",
+    )
+    .await;
+    assert_eq!(simulated, json!(true));
     screenshot(&c, "2-live").await;
 
     // The meeting: charts with drawn data, the lossy participant first.
-    click(&c, "#live-table tbody tr a").await;
+    c.execute(
+        "[...document.querySelectorAll('#live-table tbody tr a')].find(a => a.textContent === 'board-meeting').click()",
+        Vec::new(),
+    )
+    .await
+    .unwrap();
     let drawn = wait_js(
         &c,
         "a drawn MOS chart",
@@ -291,6 +336,16 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     assert!(
         first.as_str().unwrap().contains("p2"),
         "worst first: {first}"
+    );
+    let issues = wait_js(
+        &c,
+        "the windows' issues",
+        "[...document.querySelectorAll('#meeting-windows tbody tr')].map(r => r.textContent).join('|')",
+    )
+    .await;
+    assert!(
+        issues.as_str().unwrap().contains("high_packet_loss"),
+        "{issues}"
     );
     screenshot(&c, "3-meeting").await;
 
@@ -417,5 +472,84 @@ async fn nothing_the_dashboard_reads_or_does_works_without_signing_in() {
             let r = r.send().await.unwrap();
             assert_eq!(r.status(), 401, "{method} {path} with {auth:?}");
         }
+    }
+}
+
+/// Signed in through the page against a real `qss serve` (debug logs): neither the client
+/// secret nor the page's access token appears in the server's log or in the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_of_a_dashboard_session_reaches_the_logs_or_the_page() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = serve_support::sqlite_database(dir.path());
+    let server = serve_support::ServerProcess::start(
+        dir.path(),
+        "dashboard",
+        &database,
+        &[("QSS_LOG", "debug")],
+    )
+    .await;
+    let a = serve_support::create_account(&server.base).await;
+    c.goto(&server.base).await.unwrap();
+    type_into(&c, "input[name=account_id]", &a.account_id).await;
+    type_into(&c, "input[name=client_id]", &a.client_id).await;
+    type_into(&c, "input[name=client_secret]", &a.client_secret).await;
+    click(&c, "#signin-form button").await;
+    wait_js(
+        &c,
+        "the live view",
+        "!document.querySelector('#live-view').hidden",
+    )
+    .await;
+    let token = wait_js(&c, "the session's token", "session.token").await;
+    let token = token.as_str().unwrap().to_string();
+    for view in ["settings", "webhooks", "phone", "live"] {
+        c.execute(&format!("location.hash = '#/{view}'"), Vec::new())
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            view,
+            &format!("!document.querySelector('#{view}-view').hidden"),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = c.source().await.unwrap();
+    click(&c, "#signout").await;
+    wait_js(
+        &c,
+        "the sign-in form",
+        "!document.querySelector('#signin-view').hidden",
+    )
+    .await;
+    assert_eq!(
+        c.execute("return session.token;", Vec::new())
+            .await
+            .unwrap(),
+        Value::Null,
+        "the token outlived the sign-out"
+    );
+    c.close().await.unwrap();
+
+    let log = server.log_text();
+    assert!(
+        log.contains("DEBUG") || log.contains("INFO"),
+        "no log: {log}"
+    );
+    for (what, secret) in [
+        ("client secret", &a.client_secret),
+        ("access token", &token),
+    ] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the {what} is in the server's log"
+        );
+        assert!(
+            !source.contains(secret.as_str()),
+            "the {what} is in the page"
+        );
     }
 }

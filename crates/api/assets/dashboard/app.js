@@ -275,7 +275,7 @@ async function liveView() {
 // ---------------------------------------------------------------------------------------------
 
 const METRICS = [
-  { key: "mos", label: "MOS", get: (o) => o.quality.mos },
+  { key: "mos", label: "MOS", get: (o) => o.quality.mos, range: [1, 5] },
   { key: "latency", label: "Latency (ms)", get: (o) => group(o, "latency") },
   { key: "jitter", label: "Jitter (ms)", get: (o) => group(o, "jitter") },
   { key: "packet_loss", label: "Packet loss (%)", get: (o) => group(o, "packet_loss") },
@@ -317,6 +317,8 @@ function drawCharts(container, people, metrics, width) {
   charts = [];
   clear(container);
   const times = [...new Set(people.flatMap((p) => p.windows.map((w) => w.t)))].sort((a, b) => a - b);
+  // A single window still gets a readable axis: half a minute each side of it.
+  if (times.length === 1) times.unshift(times[0] - 30) && times.push(times[1] + 30);
   for (const metric of metrics) {
     const data = [times];
     const series = [{}];
@@ -327,7 +329,11 @@ function drawCharts(container, people, metrics, width) {
     });
     const box = el("figure", { class: "chart", "data-metric": metric.key }, el("figcaption", {}, metric.label));
     container.append(box);
-    charts.push(new uPlot({ width, height: 220, series, legend: { show: true }, scales: { x: { time: true } } }, data, box));
+    const x = { time: true };
+    const y = metric.range
+      ? { range: () => metric.range }
+      : { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] };
+    charts.push(new uPlot({ width, height: 220, series, legend: { show: true }, scales: { x, y }, axes: [{ space: 120 }, {}] }, data, box));
   }
 }
 
@@ -373,6 +379,20 @@ async function meetingView(instance) {
       el("td", {}, p.windows.length)));
   }
   drawCharts($("#meeting-charts"), people, METRICS, Math.min(1180, document.body.clientWidth - 60));
+  // Every window's issue tags, newest first, worst first within a window.
+  const windows = people
+    .flatMap((p) => p.windows.map((w) => ({ p, o: w.o })))
+    .filter((w) => w.o.quality.issues.length)
+    .sort((a, b) => (a.o.timestamp === b.o.timestamp ? a.o.quality.mos - b.o.quality.mos : a.o.timestamp < b.o.timestamp ? 1 : -1));
+  const wbody = $("#meeting-windows tbody");
+  clear(wbody);
+  for (const w of windows.slice(0, 200)) {
+    wbody.append(el("tr", {},
+      el("td", {}, fmtTime(w.o.timestamp)), el("td", {}, w.p.id),
+      el("td", {}, gradeBadge(w.o.quality.grade)), el("td", {}, w.o.quality.mos),
+      el("td", {}, issuesText(w.o.quality.issues))));
+  }
+  $("#meeting-windows-empty").hidden = windows.length > 0;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -245,10 +245,7 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     assert!(simulated.success(), "qss simulate failed");
     // Past every window's end (the simulated ones are on the wall clock, ahead of the test's
     // clock), then past the API's 2 s visibility delay of their events.
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let wall = serve_support::now_ms();
     app.advance((wall + 20_000 - app.clock.now_ms()).max(23_000))
         .await;
     app.advance(3_000).await;

@@ -39,6 +39,30 @@ const PACE: Duration = Duration::from_millis(200);
 /// Subscriptions of the three-node test, all to one URL (the most an account may have).
 const SUBSCRIPTIONS: usize = 20;
 
+/// The test's clients, paced, spreading their requests over `nodes` (a test removes a node
+/// from the returned list before it kills it); set the flag to stop them.
+fn spread_clients(
+    nodes: Vec<String>,
+    account: &Account,
+) -> (
+    Nodes,
+    Arc<AtomicBool>,
+    Vec<tokio::task::JoinHandle<Ingested>>,
+) {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let spread: Nodes = Arc::new(Mutex::new(nodes));
+    let clients = start_clients(
+        &spread,
+        account,
+        CLIENTS,
+        PARTICIPANTS,
+        PACE,
+        stopping.clone(),
+        AtStop::ServersStayUp,
+    );
+    (spread, stopping, clients)
+}
+
 async fn start_nodes(dir: &std::path::Path, database: &str, n: usize) -> Vec<ServerProcess> {
     let mut nodes = Vec::new();
     for i in 0..n {
@@ -236,17 +260,7 @@ async fn three_nodes_emit_every_window_once_and_deliver_every_event_once() {
         subscribe(&bases[1], &account, &token, &receiver).await;
     }
 
-    let stopping = Arc::new(AtomicBool::new(false));
-    let spread: Nodes = Arc::new(Mutex::new(bases.clone()));
-    let clients = start_clients(
-        &spread,
-        &account,
-        CLIENTS,
-        PARTICIPANTS,
-        PACE,
-        stopping.clone(),
-        AtStop::ServersStayUp,
-    );
+    let (_, stopping, clients) = spread_clients(bases.clone(), &account);
     tokio::time::sleep(Duration::from_secs(12)).await;
     stopping.store(true, Ordering::SeqCst);
     let ingested = join_clients(clients).await;
@@ -324,17 +338,7 @@ async fn a_node_killed_mid_run_has_its_windows_and_deliveries_taken_over() {
     )
     .await;
 
-    let stopping = Arc::new(AtomicBool::new(false));
-    let spread: Nodes = Arc::new(Mutex::new(bases.clone()));
-    let clients = start_clients(
-        &spread,
-        &account,
-        CLIENTS,
-        PARTICIPANTS,
-        PACE,
-        stopping.clone(),
-        AtStop::ServersStayUp,
-    );
+    let (spread, stopping, clients) = spread_clients(bases.clone(), &account);
     // Windows fall due at 5 s past each ten (10 s windows, 5 s grace): the kill comes half a
     // second after the second such moment, while that emission's deliveries are in flight
     // and the killed node holds open windows of the next one.
@@ -387,17 +391,7 @@ async fn postgres_restarting_during_ingest_gives_503s_and_loses_nothing_acknowle
     )
     .await;
 
-    let stopping = Arc::new(AtomicBool::new(false));
-    let spread: Nodes = Arc::new(Mutex::new(vec![base.clone()]));
-    let clients = start_clients(
-        &spread,
-        &account,
-        CLIENTS,
-        PARTICIPANTS,
-        PACE,
-        stopping.clone(),
-        AtStop::ServersStayUp,
-    );
+    let (_, stopping, clients) = spread_clients(vec![base.clone()], &account);
     tokio::time::sleep(Duration::from_secs(4)).await;
     pg.stop();
     eprintln!("PostgreSQL stopped");

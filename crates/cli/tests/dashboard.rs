@@ -94,8 +94,7 @@ async fn browser() -> Option<(Driver, Client)> {
                 client.set_window_size(1280, 800 + chrome).await.unwrap();
                 return Some((driver, client));
             }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("no WebDriver session: {e}"),

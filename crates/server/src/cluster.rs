@@ -398,8 +398,10 @@ impl PartitionWorker {
     }
 
     fn failed(&self, what: &str, e: &StoreError) {
-        if e.is_unavailable() || matches!(e, StoreError::LeaseLost) {
+        if e.is_unavailable() {
             tracing::warn!(error = %e, "database unavailable while {what}; retrying");
+        } else if matches!(e, StoreError::LeaseLost) {
+            tracing::warn!("a partition's lease was lost while {what}; rebuilding the others");
         } else {
             tracing::error!(error = %e, "{what} failed; rebuilding the partitions' state");
         }

@@ -129,11 +129,18 @@ impl PgStore {
         let insert = tx.query(&st, &params);
         let (_, rows) = tokio::try_join!(lock, insert)?;
         tx.commit().await?;
+        // Usually every sample was new: no lookups then.
+        if rows.len() == index.len() {
+            for (i, _) in index {
+                fresh[i] = true;
+            }
+            return Ok(fresh);
+        }
         let mut stored = std::collections::HashSet::with_capacity(rows.len());
         for r in &rows {
-            let account: &str = r.try_get(0)?;
+            let account: String = r.try_get(0)?;
             let key: &[u8] = r.try_get(1)?;
-            stored.insert((account.to_string(), key.to_vec()));
+            stored.insert((account, key.to_vec()));
         }
         for (i, key) in index {
             let s = &samples[i];
@@ -151,7 +158,7 @@ impl PgStore {
                 .await?
                 .try_get(0)?
         };
-        let single = match self.get_meta("replay_from_seq").await? {
+        let single = match self.get_meta(super::ingest::REPLAY_KEY).await? {
             Some(v) => v.parse().unwrap_or(0),
             None => i64::MAX,
         };

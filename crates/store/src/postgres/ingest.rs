@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use super::PgStore;
 use crate::{InstanceRow, InstanceStatus, SampleRow, StoreError, StoredSample, WriteBatch};
 
-const REPLAY_KEY: &str = "replay_from_seq";
+pub(super) const REPLAY_KEY: &str = "replay_from_seq";
 /// The channel a commit that created deliveries notifies.
 pub const DELIVERIES_CHANNEL: &str = "qss_deliveries";
 /// The advisory lock held by every transaction that inserts events, from the allocation of

@@ -64,18 +64,14 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Server> {
-    let backend = config.backend()?;
-    let store = match &backend {
-        Backend::Sqlite(path) => {
-            let path = path.clone();
-            Store::Sqlite(Arc::new(
-                tokio::task::spawn_blocking(move || SqliteStore::open_exclusive(&path))
-                    .await?
-                    .context("opening the database")?,
-            ))
-        }
+    let store = match config.backend()? {
+        Backend::Sqlite(path) => Store::Sqlite(Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open_exclusive(&path))
+                .await?
+                .context("opening the database")?,
+        )),
         Backend::Postgres(url) => Store::Postgres(
-            PgStore::connect(url, config.postgres.pool_size)
+            PgStore::connect(&url, config.postgres.pool_size)
                 .await
                 .context("connecting to PostgreSQL and applying migrations")?,
         ),

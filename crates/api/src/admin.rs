@@ -9,7 +9,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use qss_domain::ids::{AccountId, generate_client_id, generate_key_id, random_secret};
 use qss_domain::{Plan, Settings, ValidationErrors};
-use qss_store::{AccountRecord, NewAccount, Store, StoreError, hash_secret};
+use qss_store::{AccountRecord, NewAccount, OPERATOR_CLIENT_ID, Store, StoreError, hash_secret};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,6 +28,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/admin/accounts/{account_id}/credentials",
             axum::routing::post(create_credentials),
+        )
+        .route(
+            "/admin/accounts/{account_id}/tokens",
+            axum::routing::post(issue_token),
         )
         .route(
             "/admin/accounts/{account_id}/credentials/{client_id}",
@@ -431,6 +435,20 @@ pub async fn delete_account(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The operator's request for scopes on an existing account: `{"scopes": [...]}`, optional.
+async fn scopes_for_account(
+    state: &AppState,
+    headers: &HeaderMap,
+    account_id: &str,
+    body: Body,
+) -> Result<Vec<String>, ApiError> {
+    authorize_admin(state, headers)?;
+    let v = crate::body::read_json(headers, body, BODY_LIMIT, true).await?;
+    let scopes = parse_scopes(v.get("scopes"))?;
+    existing_account(state, account_id).await?;
+    Ok(scopes)
+}
+
 #[utoipa::path(post, path = "/admin/accounts/{account_id}/credentials", tag = "admin", security(("admin_token" = [])),
     params(("account_id" = String, Path)),
     responses((status = 201, body = CredentialsOut), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
@@ -440,12 +458,27 @@ pub async fn create_credentials(
     Path(account_id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize_admin(&state, &headers)?;
-    let v = crate::body::read_json(&headers, body, BODY_LIMIT, true).await?;
-    let scopes = parse_scopes(v.get("scopes"))?;
-    existing_account(&state, &account_id).await?;
+    let scopes = scopes_for_account(&state, &headers, &account_id, body).await?;
     let now = state.clock.now_ms();
     let out = create_credentials_in(&state.store, &account_id, &scopes, now).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Issues an access token for an account to the operator: what the dashboard's operator
+/// sign-in uses (not in the SPEC). It lasts `auth.token_ttl_seconds` and is tied to no
+/// credentials; deleting the account, or `DELETE .../credentials/(operator)`, revokes it.
+#[utoipa::path(post, path = "/admin/accounts/{account_id}/tokens", tag = "admin", security(("admin_token" = [])),
+    params(("account_id" = String, Path)),
+    responses((status = 201, body = crate::oauth::TokenOut), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
+pub async fn issue_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(account_id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let scopes = scopes_for_account(&state, &headers, &account_id, body).await?;
+    let out =
+        crate::oauth::issue(&state, &account_id, OPERATOR_CLIENT_ID, scopes.join(" ")).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -459,11 +492,17 @@ pub async fn revoke_credentials(
 ) -> Result<StatusCode, ApiError> {
     authorize_admin(&state, &headers)?;
     let now = state.clock.now_ms();
-    if !state
+    // `(operator)` names the tokens the operator issued for the account: revoking it deletes
+    // them all (there are no credentials to mark).
+    let operator = client_id == OPERATOR_CLIENT_ID;
+    if operator {
+        existing_account(&state, &account_id).await?;
+    }
+    let revoked = state
         .store
         .revoke_credentials(&account_id, &client_id, now)
-        .await?
-    {
+        .await?;
+    if !revoked && !operator {
         return Err(ApiError::NotFound(format!(
             "Credentials {client_id} do not exist."
         )));

@@ -110,30 +110,40 @@ pub async fn token(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
+    match issue(&state, &account_id, &client_id, scopes).await {
+        Ok(out) => Json(out).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Stores a new access token for an account (its hash only) and answers it. Shared with the
+/// operator's `POST /admin/accounts/{id}/tokens`.
+pub async fn issue(
+    state: &AppState,
+    account_id: &str,
+    client_id: &str,
+    scopes: String,
+) -> Result<TokenOut, ApiError> {
     let access_token = qss_domain::ids::random_secret();
     let ttl = state.config.token_ttl_seconds;
     let expires_at = state.clock.now_ms() + ttl as i64 * 1000;
-    let stored = state
+    state
         .store
         .insert_token(
             &hash_secret(&access_token),
-            &account_id,
-            &client_id,
+            account_id,
+            client_id,
             &scopes,
             expires_at,
         )
-        .await;
-    if let Err(e) = stored {
-        return ApiError::from(e).into_response();
-    }
-    Json(TokenOut {
+        .await?;
+    Ok(TokenOut {
         access_token,
         token_type: "bearer",
         expires_in: ttl,
         scope: scopes,
         api_url: state.config.public_url.clone(),
     })
-    .into_response()
 }
 
 /// Decodes `a=b&c=d`; a malformed string gives no parameters.

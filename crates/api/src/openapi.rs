@@ -27,7 +27,7 @@ pub struct FieldErrorOut {
         crate::oauth::token,
         crate::admin::create_account, crate::admin::list_accounts, crate::admin::get_account,
         crate::admin::patch_account, crate::admin::delete_account, crate::admin::create_credentials,
-        crate::admin::revoke_credentials, crate::admin::create_ingest_key, crate::admin::list_ingest_keys,
+        crate::admin::issue_token, crate::admin::revoke_credentials, crate::admin::create_ingest_key, crate::admin::list_ingest_keys,
         crate::admin::revoke_ingest_key,
         crate::settings::get_settings, crate::settings::patch_settings,
         crate::ingest::telemetry,

@@ -1050,6 +1050,10 @@ async fn admin_endpoints_need_the_admin_token_and_it_is_refused_on_v2() {
                 Method::POST,
                 format!("/admin/accounts/{}/credentials", account.account_id),
             ),
+            (
+                Method::POST,
+                format!("/admin/accounts/{}/tokens", account.account_id),
+            ),
         ] {
             // Act
             let r = app
@@ -1107,6 +1111,83 @@ async fn admin_endpoints_need_the_admin_token_and_it_is_refused_on_v2() {
         app.raw(Method::GET, "/admin/accounts", Some(&admin), None, vec![])
             .await,
         200,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_operator_issues_account_tokens_and_revokes_them_by_name() {
+    // Arrange
+    let app = spawn_app().await;
+    let account = app.create_account("business", true).await;
+    let other = app.create_account("business", true).await;
+    let tokens = format!("/admin/accounts/{}/tokens", account.account_id);
+
+    // Act
+    let issued = expect_status(app.admin(Method::POST, &tokens, None).await, 201).await;
+    let read_only = expect_status(
+        app.admin(Method::POST, &tokens, Some(json!({"scopes": ["qss:read"]})))
+            .await,
+        201,
+    )
+    .await;
+
+    // Assert: an account token like any other, of that account only.
+    assert_eq!(issued["token_type"], "bearer");
+    assert_eq!(issued["scope"], "qss:read qss:write");
+    let token = issued["access_token"].as_str().unwrap();
+    let read_token = read_only["access_token"].as_str().unwrap();
+    expect_status(app.get(token, &settings_path(&account)).await, 200).await;
+    expect_error(app.get(token, &settings_path(&other)).await, 403, 200).await;
+    let r = app
+        .raw(
+            Method::PATCH,
+            &settings_path(&account),
+            Some(&bearer(read_token)),
+            Some("application/json"),
+            br#"{"retention_days": 7}"#.to_vec(),
+        )
+        .await;
+    expect_error(r, 403, 4711).await;
+    let r = app
+        .admin(Method::POST, "/admin/accounts/nosuchaccount/tokens", None)
+        .await;
+    expect_error(r, 404, 3001).await;
+    let r = app
+        .admin(Method::POST, &tokens, Some(json!({"scopes": ["qss:root"]})))
+        .await;
+    assert_eq!(fields(&expect_error(r, 400, 300).await), ["scopes[0]"]);
+
+    // Revoking the account's client credentials leaves operator tokens alone; revoking
+    // `(operator)` ends them at once.
+    let r = app
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/admin/accounts/{}/credentials/{}",
+                account.account_id, account.client_id
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    expect_status(app.get(token, &settings_path(&account)).await, 200).await;
+    let r = app
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/admin/accounts/{}/credentials/(operator)",
+                account.account_id
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    expect_error(app.get(token, &settings_path(&account)).await, 401, 124).await;
+    expect_error(
+        app.get(read_token, &settings_path(&account)).await,
+        401,
+        124,
     )
     .await;
 }

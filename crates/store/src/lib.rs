@@ -38,6 +38,11 @@ pub fn partition_of(account_id: &str, series_id: &str) -> i32 {
 /// Most rows one retention statement deletes (SPEC 10), on either backend.
 pub const RETENTION_BATCH: usize = 5000;
 
+/// The `client_id` of access tokens the operator issues for an account
+/// (`POST /admin/accounts/{id}/tokens`, the dashboard's operator sign-in). No generated client
+/// id has parentheses, and such a token outlives no credential: only its account and expiry.
+pub const OPERATOR_CLIENT_ID: &str = "(operator)";
+
 /// SHA-256 of a secret: how tokens, keys and client secrets are stored (SPEC 3.1).
 pub fn hash_secret(secret: &str) -> [u8; 32] {
     use sha2::Digest;

@@ -12,8 +12,8 @@ use qss_domain::{Plan, Settings};
 use qss_pgtest::PgCluster;
 use qss_store::{
     AccountRecord, AttemptRecord, AttemptRow, ClaimedDelivery, EventQuery, InstanceRow,
-    InstanceStatus, NewAccount, NewEvent, PgStore, SampleRow, SqliteStore, Store, WebhookRecord,
-    WriteBatch, hash_secret,
+    InstanceStatus, NewAccount, NewEvent, OPERATOR_CLIENT_ID, PgStore, SampleRow, SqliteStore,
+    Store, WebhookRecord, WriteBatch, hash_secret,
 };
 
 /// Runs `check` on SQLite, then on PostgreSQL where it is installed.
@@ -180,6 +180,25 @@ async fn credentials_and_tokens_verify_expire_and_die_with_their_credentials() {
                     .is_some()
             );
 
+            // A token the operator issued lives without credentials, until revoked by name.
+            let op = hash_secret("operator-token");
+            store
+                .insert_token(&op, "acct_1", OPERATOR_CLIENT_ID, "qss:read", 99_000)
+                .await
+                .unwrap();
+            assert!(store.lookup_token(&op).await.unwrap().is_some());
+            assert!(
+                !store
+                    .revoke_credentials("acct_1", OPERATOR_CLIENT_ID, 7_500)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(store.lookup_token(&op).await.unwrap(), None);
+            store
+                .insert_token(&op, "acct_1", OPERATOR_CLIENT_ID, "qss:read", 99_000)
+                .await
+                .unwrap();
+
             // Deleting the account ends everything.
             store
                 .insert_token(&t1, "acct_1", "client-2", "qss:read", 99_000)
@@ -187,6 +206,7 @@ async fn credentials_and_tokens_verify_expire_and_die_with_their_credentials() {
                 .unwrap();
             assert!(store.delete_account("acct_1", 8_000).await.unwrap());
             assert_eq!(store.lookup_token(&t1).await.unwrap(), None);
+            assert_eq!(store.lookup_token(&op).await.unwrap(), None);
             assert_eq!(
                 store
                     .verify_client("acct_1", "client-2", &other)

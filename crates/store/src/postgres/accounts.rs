@@ -269,19 +269,26 @@ impl PgStore {
         Ok(())
     }
 
-    /// The principal of an access token, if the token, its credentials and its account are
-    /// live. Expiry is left to the caller, which answers differently for expired tokens.
+    /// The principal of an access token, if the token, its credentials (unless the operator
+    /// issued it: [`crate::OPERATOR_CLIENT_ID`]) and its account are live. Expiry is left to
+    /// the caller, which answers differently for expired tokens.
     pub async fn lookup_token(&self, token_hash: &[u8]) -> Result<Option<Principal>, StoreError> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
                 "SELECT t.account_id, t.scopes, t.expires_at FROM tokens t
-                 JOIN credentials cr ON cr.account_id = t.account_id AND cr.client_id = t.client_id
                  JOIN accounts a ON a.account_id = t.account_id
-                 WHERE t.token_hash = $1 AND cr.revoked_at IS NULL AND a.deleted_at IS NULL",
+                 WHERE t.token_hash = $1 AND a.deleted_at IS NULL
+                   AND (t.client_id = $2 OR EXISTS (
+                     SELECT 1 FROM credentials cr
+                     WHERE cr.account_id = t.account_id AND cr.client_id = t.client_id
+                       AND cr.revoked_at IS NULL))",
             )
             .await?;
-        let Some(row) = c.query_opt(&st, &[&token_hash]).await? else {
+        let Some(row) = c
+            .query_opt(&st, &[&token_hash, &crate::OPERATOR_CLIENT_ID])
+            .await?
+        else {
             return Ok(None);
         };
         Ok(Some(Principal {

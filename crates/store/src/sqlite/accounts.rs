@@ -253,17 +253,21 @@ impl SqliteStore {
         })
     }
 
-    /// The principal of an access token, if the token, its credentials and its account are
-    /// live. Expiry is left to the caller, which answers differently for expired tokens.
+    /// The principal of an access token, if the token, its credentials (unless the operator
+    /// issued it: [`crate::OPERATOR_CLIENT_ID`]) and its account are live. Expiry is left to
+    /// the caller, which answers differently for expired tokens.
     pub fn lookup_token(&self, token_hash: &[u8]) -> Result<Option<Principal>, StoreError> {
         self.read(|c| {
             Ok(c.prepare_cached(
                 "SELECT t.account_id, t.scopes, t.expires_at FROM tokens t
-                 JOIN credentials cr ON cr.account_id = t.account_id AND cr.client_id = t.client_id
                  JOIN accounts a ON a.account_id = t.account_id
-                 WHERE t.token_hash = ?1 AND cr.revoked_at IS NULL AND a.deleted_at IS NULL",
+                 WHERE t.token_hash = ?1 AND a.deleted_at IS NULL
+                   AND (t.client_id = ?2 OR EXISTS (
+                     SELECT 1 FROM credentials cr
+                     WHERE cr.account_id = t.account_id AND cr.client_id = t.client_id
+                       AND cr.revoked_at IS NULL))",
             )?
-            .query_row([token_hash], |r| {
+            .query_row(params![token_hash, crate::OPERATOR_CLIENT_ID], |r| {
                 Ok(Principal {
                     account_id: r.get(0)?,
                     scopes: r.get(1)?,

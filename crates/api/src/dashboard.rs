@@ -1,8 +1,9 @@
 //! The web dashboard (issue 6): a page at `/` and its assets under `/dashboard/`, embedded in
 //! the binary, so it works offline with no build step. The page holds no data and no secret:
-//! it signs in with an account's client credentials through `/oauth/token`, keeps the token
-//! in memory only, and reads everything through the same `/v2` API as any client, so it sees
-//! exactly what that token may see.
+//! it signs in with an account's client credentials through `/oauth/token`, or as the operator
+//! (the admin token lists the accounts, `POST /admin/accounts/{id}/tokens` gives a token of the
+//! chosen one), keeps tokens and secrets in memory only, and reads everything through the same
+//! `/v2` API as any client, so it sees exactly what that token may see.
 
 use axum::Router;
 use axum::extract::Path;

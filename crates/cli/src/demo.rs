@@ -13,7 +13,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
+pub async fn run(listen: &str, duration: Option<u64>, browser: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
     let db = dir.path().join("qss.db");
     let flags = vec![
@@ -68,12 +68,16 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
     );
     let receiver_url = start_receiver().await?;
     subscribe(&base, &account_id, client_id, client_secret, &receiver_url).await?;
+    let dashboard = format!(
+        "{base}/#signin?account_id={account_id}&client_id={client_id}&client_secret={client_secret}"
+    );
     println!();
     println!("qss demo is running at {base}");
     println!();
-    println!(
-        "  Dashboard (signed in to the demo account): {base}/#signin?account_id={account_id}&client_id={client_id}&client_secret={client_secret}"
-    );
+    println!("  Dashboard (signed in to the demo account): {dashboard}");
+    if browser && open_in_browser(&dashboard) {
+        println!("  (opened in your browser)");
+    }
     println!();
     if let Some(token) = &server.generated_admin_token {
         println!("  admin token:   {token}");
@@ -126,6 +130,29 @@ pub async fn run(listen: &str, duration: Option<u64>) -> anyhow::Result<()> {
     sim.abort();
     drop(dir);
     Ok(())
+}
+
+/// Opens `url` in the desktop's browser, where there is a desktop; true if a browser was
+/// started. The link carries the demo's client secret in its fragment, which never reaches a
+/// server and which the page removes from the address bar.
+fn open_in_browser(url: &str) -> bool {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        "xdg-open"
+    } else {
+        return false;
+    };
+    std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        // Reaped in the background: the opener exits as soon as it has handed the link on.
+        .map(|mut child| std::thread::spawn(move || child.wait()))
+        .is_ok()
 }
 
 const RECEIVER_SECRET: &str = "demo-receiver-secret-0123456789";

@@ -72,6 +72,10 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
+        /// Do not open the dashboard in the desktop's browser (it is opened only where there
+        /// is a desktop: macOS, or DISPLAY / WAYLAND_DISPLAY set).
+        #[arg(long)]
+        no_browser: bool,
     },
     /// Drive a server with realistic simulated traffic and report how it answered.
     Simulate(simulate::SimulateArgs),
@@ -111,9 +115,13 @@ fn main() -> std::process::ExitCode {
             init_tracing();
             runtime().and_then(|rt| rt.block_on(serve(args)))
         }
-        Command::Demo { listen, duration } => {
+        Command::Demo {
+            listen,
+            duration,
+            no_browser,
+        } => {
             init_tracing();
-            runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration)))
+            runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration, !no_browser)))
         }
         Command::Simulate(args) => runtime().and_then(|rt| rt.block_on(simulate::run(args))),
         Command::Listen { port, secret } => {

@@ -21,10 +21,10 @@ use webhook_support::{RECEIVER_SECRET, Receiver};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// chromedriver, killed with the test.
-struct Driver(Child);
+/// A child process (chromedriver, `qss demo`), killed with the test.
+struct Killed(Child);
 
-impl Drop for Driver {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -33,7 +33,7 @@ impl Drop for Driver {
 
 /// Starts chromedriver and a headless Chromium session at 1280×800; `None` (with a visible
 /// "skipped") where they are not installed and CI is not set.
-async fn browser() -> Option<(Driver, Client)> {
+async fn browser() -> Option<(Killed, Client)> {
     let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
         .into_iter()
         .filter(|p| !std::path::Path::new(p).exists())
@@ -53,7 +53,7 @@ async fn browser() -> Option<(Driver, Client)> {
         .local_addr()
         .unwrap()
         .port();
-    let driver = Driver(
+    let driver = Killed(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -293,6 +293,13 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     )
     .await;
     assert_eq!(simulated, json!(true));
+    let calls = wait_js(
+        &c,
+        "the call in the live view",
+        "[...document.querySelectorAll('#live-calls tbody tr')].map(r => r.textContent).join('|')",
+    )
+    .await;
+    assert!(calls.as_str().unwrap().contains("call-1"), "{calls}");
     screenshot(&c, "2-live").await;
 
     // The meeting: charts with drawn data, the lossy participant first.
@@ -457,6 +464,12 @@ async fn nothing_the_dashboard_reads_or_does_works_without_signing_in() {
             reqwest::Method::POST,
             format!("{base}/webhooks/wh/deliveries/d/retry"),
         ),
+        // The operator's sign-in: the account list and an account's token.
+        (reqwest::Method::GET, "/admin/accounts".to_string()),
+        (
+            reqwest::Method::POST,
+            format!("/admin/accounts/{}/tokens", a.account_id),
+        ),
     ] {
         for auth in [None, Some("Bearer not-a-token")] {
             let mut r = app
@@ -471,8 +484,9 @@ async fn nothing_the_dashboard_reads_or_does_works_without_signing_in() {
     }
 }
 
-/// Signed in through the page against a real `qss serve` (debug logs): neither the client
-/// secret nor the page's access token appears in the server's log or in the page.
+/// Signed in through the page against a real `qss serve` (debug logs), with client credentials
+/// and then as the operator: no secret and no token of either session appears in the server's
+/// log or in the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_of_a_dashboard_session_reaches_the_logs_or_the_page() {
     let Some((_driver, c)) = browser().await else {
@@ -528,6 +542,64 @@ async fn no_secret_of_a_dashboard_session_reaches_the_logs_or_the_page() {
         Value::Null,
         "the token outlived the sign-out"
     );
+
+    // The operator: a wrong admin token is refused; the right one lists the accounts, and
+    // choosing one opens its live view with a token of that account.
+    type_into(&c, "input[name=admin_token]", "not-the-admin-token").await;
+    click(&c, "#operator-form button").await;
+    let error = wait_js(
+        &c,
+        "the operator's sign-in error",
+        "document.querySelector('#operator-error').textContent",
+    )
+    .await;
+    assert_eq!(error, json!("Wrong admin token."));
+    type_into(&c, "input[name=admin_token]", serve_support::ADMIN_TOKEN).await;
+    click(&c, "#operator-form button").await;
+    let row = format!("#accounts-table tr[data-account='{}']", a.account_id);
+    wait_js(
+        &c,
+        "the account in the operator's list",
+        &format!("document.querySelector(\"{row}\")"),
+    )
+    .await;
+    screenshot(&c, "0-operator-accounts").await;
+    click(&c, &row).await;
+    wait_js(
+        &c,
+        "the account's live view",
+        "!document.querySelector('#live-view').hidden && document.querySelector('#who').textContent",
+    )
+    .await;
+    let who = wait_js(&c, "who", "document.querySelector('#who').textContent").await;
+    assert_eq!(who, json!(format!("Account {} (operator)", a.account_id)));
+    let operator_token = wait_js(&c, "the operator's token", "session.token").await;
+    let operator_token = operator_token.as_str().unwrap().to_string();
+    c.execute("location.hash = '#/settings'", Vec::new())
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "the settings, read with the operator's token",
+        "document.querySelector('input[name=aggregation_interval_seconds]')",
+    )
+    .await;
+    let operator_source = c.source().await.unwrap();
+    click(&c, "#switch").await;
+    wait_js(
+        &c,
+        "the choice of account again",
+        "!document.querySelector('#accounts-view').hidden && session.token === null",
+    )
+    .await;
+    click(&c, "#signout").await;
+    assert_eq!(
+        c.execute("return session.adminToken;", Vec::new())
+            .await
+            .unwrap(),
+        Value::Null,
+        "the admin token outlived the sign-out"
+    );
     c.close().await.unwrap();
 
     let log = server.log_text();
@@ -535,17 +607,97 @@ async fn no_secret_of_a_dashboard_session_reaches_the_logs_or_the_page() {
         log.contains("DEBUG") || log.contains("INFO"),
         "no log: {log}"
     );
+    let admin_token = serve_support::ADMIN_TOKEN.to_string();
     for (what, secret) in [
         ("client secret", &a.client_secret),
         ("access token", &token),
+        ("admin token", &admin_token),
+        ("operator's access token", &operator_token),
     ] {
         assert!(
             !log.contains(secret.as_str()),
             "the {what} is in the server's log"
         );
-        assert!(
-            !source.contains(secret.as_str()),
-            "the {what} is in the page"
-        );
+        for page in [&source, &operator_source] {
+            assert!(!page.contains(secret.as_str()), "the {what} is in the page");
+        }
     }
+}
+
+/// `qss demo` prints a link that opens the dashboard signed in to the demo account, and its
+/// simulated meetings appear in the live view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_link_opens_the_dashboard_signed_in_with_its_meetings() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let mut demo = Killed(
+        Command::new(env!("CARGO_BIN_EXE_qss"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--duration", "120"])
+            .arg("--no-browser")
+            .env("QSS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
+    let link = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let link = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.split_once("Dashboard (signed in to the demo account): ")
+                    .map(|(_, url)| url.trim().to_string())
+            })
+            .expect("the demo printed no dashboard link");
+        // Keep reading, so that the demo never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        link
+    })
+    .await
+    .unwrap();
+    let account_id = link
+        .split("account_id=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .unwrap()
+        .to_string();
+
+    c.goto(&link).await.unwrap();
+    let who = wait_js(
+        &c,
+        "signed in",
+        "!document.querySelector('#live-view').hidden && document.querySelector('#who').textContent",
+    )
+    .await;
+    assert_eq!(who, json!(format!("Account {account_id}")));
+    let address = c.current_url().await.unwrap();
+    assert!(
+        !address.as_str().contains("client_secret"),
+        "the secret stayed in the address bar: {address}"
+    );
+    // The demo's first windows close after about 15 s; the page polls every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = c
+            .execute(
+                "return document.querySelectorAll('#live-table tbody tr').length;",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        if rows.as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no meeting in the demo's live view after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    screenshot(&c, "7-demo-live").await;
+    c.close().await.unwrap();
 }

@@ -1,6 +1,7 @@
-// The qss dashboard: signs in with an account's client credentials, keeps the token in memory
-// only (never in storage or cookies), and reads everything through the account API. Every
-// value from the server is put on the page with textContent, never as HTML.
+// The qss dashboard: signs in with an account's client credentials, or with the operator's
+// admin token and then a choice of account; keeps every secret and token in memory only (never
+// in storage or cookies), and reads everything through the account API. Every value from the
+// server is put on the page with textContent, never as HTML.
 "use strict";
 
 const PARTICIPANT = "qss.meeting_participant_qos";
@@ -9,7 +10,10 @@ const PHONE = "qss.phone_call_qos";
 const LIVE_POLL_MS = 5000;
 const HOUR_MS = 3600 * 1000;
 
-const session = { accountId: null, clientId: null, secret: null, token: null, expiresAt: 0 };
+// `mode` is "client" (client credentials) or "operator" (admin token, then an account).
+const EMPTY_SESSION = { mode: null, accountId: null, clientId: null, secret: null, adminToken: null, token: null, expiresAt: 0 };
+const session = Object.assign({}, EMPTY_SESSION);
+let operatorAccounts = null; // the operator's accounts, read when the choice is shown
 let refreshTimer = null;
 
 // ---------------------------------------------------------------------------------------------
@@ -60,27 +64,65 @@ class ApiError extends Error {
   }
 }
 
-async function signIn(accountId, clientId, secret) {
-  const url = "/oauth/token?grant_type=account_credentials&account_id=" + encodeURIComponent(accountId);
-  const r = await fetch(url, {
-    method: "POST",
-    headers: { Authorization: "Basic " + btoa(clientId + ":" + secret) },
-  });
-  const body = await r.json().catch(() => ({}));
-  if (r.status !== 200) {
-    throw new ApiError(r.status, { message: body.reason || body.error || body.message || "Sign-in failed." });
+/** A fresh access token for the session's account, by the means the session signed in with. */
+async function renewToken() {
+  let r;
+  if (session.mode === "operator") {
+    r = await fetch("/admin/accounts/" + encodeURIComponent(session.accountId) + "/tokens", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + session.adminToken },
+    });
+  } else {
+    const url = "/oauth/token?grant_type=account_credentials&account_id=" + encodeURIComponent(session.accountId);
+    r = await fetch(url, {
+      method: "POST",
+      headers: { Authorization: "Basic " + btoa(session.clientId + ":" + session.secret) },
+    });
   }
-  Object.assign(session, {
-    accountId, clientId, secret,
-    token: body.access_token,
-    expiresAt: Date.now() + (body.expires_in || 3600) * 1000,
-  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    throw new ApiError(r.status, { message: body.reason || body.message || body.error || "Sign-in failed." });
+  }
+  session.token = body.access_token;
+  session.expiresAt = Date.now() + (body.expires_in || 3600) * 1000;
+}
+
+async function signIn(accountId, clientId, secret) {
+  Object.assign(session, EMPTY_SESSION, { mode: "client", accountId, clientId, secret });
+  try {
+    await renewToken();
+  } catch (e) {
+    Object.assign(session, EMPTY_SESSION);
+    throw e;
+  }
+}
+
+/** A call of the operator's API with the admin token. */
+async function adminApi(method, path) {
+  const r = await fetch(path, { method, headers: { Authorization: "Bearer " + session.adminToken } });
+  const text = await r.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!r.ok) throw new ApiError(r.status, json);
+  return json;
+}
+
+/** Every account (all pages, at most 20 of 300). */
+async function allAccounts() {
+  const out = [];
+  let token = "";
+  for (let i = 0; i < 20; i++) {
+    const q = new URLSearchParams({ page_size: "300" });
+    if (token) q.set("next_page_token", token);
+    const page = await adminApi("GET", "/admin/accounts?" + q.toString());
+    out.push(...page.accounts);
+    token = page.next_page_token;
+    if (!token) break;
+  }
+  return out;
 }
 
 async function api(method, path, body) {
-  if (session.token && Date.now() > session.expiresAt - 60000) {
-    await signIn(session.accountId, session.clientId, session.secret);
-  }
+  if (session.token && Date.now() > session.expiresAt - 60000) await renewToken();
   const headers = { Authorization: "Bearer " + session.token };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -119,15 +161,30 @@ async function allEvents(params, maxPages = 20) {
 // ---------------------------------------------------------------------------------------------
 
 function signOut(message) {
-  Object.assign(session, { accountId: null, clientId: null, secret: null, token: null, expiresAt: 0 });
+  Object.assign(session, EMPTY_SESSION);
+  operatorAccounts = null;
   live.reset();
   stopRefresh();
   $("#nav").hidden = true;
   $("#signout").hidden = true;
+  $("#switch").hidden = true;
   $("#who").textContent = "";
   $("#signin-error").textContent = message || "";
+  $("#operator-error").textContent = "";
   location.hash = "";
   show("signin");
+}
+
+/** Back to the operator's choice of account: the account's token is dropped. */
+function switchAccount() {
+  Object.assign(session, { accountId: null, token: null, expiresAt: 0 });
+  live.reset();
+  stopRefresh();
+  $("#nav").hidden = true;
+  $("#switch").hidden = true;
+  $("#who").textContent = "Operator";
+  if (location.hash === "#/accounts") route();
+  else location.hash = "#/accounts";
 }
 
 function show(view) {
@@ -158,7 +215,12 @@ function report(e) {
 }
 
 function route() {
-  if (!session.token) return show("signin");
+  if (!session.token) {
+    if (session.mode !== "operator") return show("signin");
+    stopRefresh();
+    show("accounts");
+    return accountsView().catch((e) => (e.status === 401 ? signOut("The admin token is no longer valid; sign in again.") : report(e)));
+  }
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   switch (parts[0]) {
     case "meeting":
@@ -181,19 +243,36 @@ function route() {
   }
 }
 
-async function completeSignIn(accountId, clientId, secret) {
-  await signIn(accountId, clientId, secret);
+/** Shows the signed-in frame once the session holds an account's token. */
+function signedIn() {
   $("#nav").hidden = false;
   $("#signout").hidden = false;
-  $("#who").textContent = "Account " + accountId;
+  $("#switch").hidden = session.mode !== "operator";
+  $("#who").textContent = "Account " + session.accountId + (session.mode === "operator" ? " (operator)" : "");
   $("#signin-error").textContent = "";
+  $("#operator-error").textContent = "";
 }
 
-$("#signin-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const f = ev.target;
-  const button = f.querySelector("button");
-  button.disabled = true;
+async function completeSignIn(accountId, clientId, secret) {
+  await signIn(accountId, clientId, secret);
+  signedIn();
+}
+
+/** Runs a form's submit handler with its button disabled. */
+function onSubmit(form, fn) {
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    try {
+      await fn(form);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+onSubmit($("#signin-form"), async (f) => {
   try {
     await completeSignIn(f.account_id.value.trim(), f.client_id.value.trim(), f.client_secret.value);
     f.client_secret.value = "";
@@ -203,13 +282,70 @@ $("#signin-form").addEventListener("submit", async (ev) => {
     $("#signin-error").textContent = e.status === 401 || e.status === 400
       ? "Wrong account, client ID or secret."
       : "Sign-in failed: " + e.message;
-  } finally {
-    button.disabled = false;
   }
 });
 
+onSubmit($("#operator-form"), async (f) => {
+  Object.assign(session, EMPTY_SESSION, { mode: "operator", adminToken: f.admin_token.value.trim() });
+  try {
+    operatorAccounts = await allAccounts();
+  } catch (e) {
+    Object.assign(session, EMPTY_SESSION);
+    $("#operator-error").textContent = e.status === 401 ? "Wrong admin token." : "Sign-in failed: " + e.message;
+    return;
+  }
+  f.admin_token.value = "";
+  $("#operator-error").textContent = "";
+  $("#signout").hidden = false;
+  $("#who").textContent = "Operator";
+  if (location.hash === "#/accounts") route();
+  else location.hash = "#/accounts";
+});
+
+$("#switch").addEventListener("click", switchAccount);
 $("#signout").addEventListener("click", () => signOut(""));
 window.addEventListener("hashchange", route);
+
+// ---------------------------------------------------------------------------------------------
+// The operator's choice of account
+// ---------------------------------------------------------------------------------------------
+
+async function accountsView() {
+  if (!operatorAccounts) operatorAccounts = await allAccounts();
+  const filter = $("#accounts-filter");
+  const draw = () => {
+    const q = filter.value.trim().toLowerCase();
+    const shown = operatorAccounts.filter((a) => !q || a.account_id.toLowerCase().includes(q) || a.name.toLowerCase().includes(q));
+    const body = $("#accounts-table tbody");
+    clear(body);
+    for (const a of shown) {
+      body.append(el("tr", { "data-account": a.account_id, onclick: () => chooseAccount(a.account_id) },
+        el("td", {}, el("a", { href: "#/accounts", onclick: (ev) => ev.preventDefault() }, a.account_id)),
+        el("td", {}, a.name), el("td", {}, a.plan),
+        el("td", {}, a.qss_enabled ? "enabled" : "not enabled"),
+        el("td", {}, fmtTime(a.created_at))));
+    }
+    $("#accounts-count").textContent = shown.length + " of " + operatorAccounts.length;
+  };
+  filter.oninput = draw;
+  draw();
+}
+
+async function chooseAccount(accountId) {
+  session.accountId = accountId;
+  try {
+    await renewToken();
+  } catch (e) {
+    session.accountId = null;
+    if (e.status === 401) return signOut("The admin token is no longer valid; sign in again.");
+    $("#accounts-error").textContent = "Could not open " + accountId + ": " + e.message;
+    return;
+  }
+  $("#accounts-error").textContent = "";
+  operatorAccounts = null; // read again on the next switch
+  signedIn();
+  location.hash = "#/live";
+}
 
 // ---------------------------------------------------------------------------------------------
 // Live view: meetings of the last hour, from the events as they arrive
@@ -217,10 +353,14 @@ window.addEventListener("hashchange", route);
 
 const live = {
   to: null,
+  callsTo: null,
   meetings: new Map(), // instance id -> { meeting_id, type, people: Map(pid -> latest object), last, summary }
+  calls: new Map(), // "call_id direction" -> { id, windows: [{ t, o }], last }
   reset() {
     this.to = null;
+    this.callsTo = null;
     this.meetings.clear();
+    this.calls.clear();
   },
   add(e) {
     const o = e.payload.object;
@@ -267,7 +407,26 @@ async function liveView() {
     ));
   }
   $("#live-empty").hidden = rows.length > 0;
+  await liveCalls();
   $("#live-updated").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+/** The calls of the last hour, by their latest window; in progress while windows keep coming. */
+async function liveCalls() {
+  const calls = await recentCalls();
+  const body = $("#live-calls tbody");
+  clear(body);
+  for (const c of calls) {
+    const o = c.last;
+    // A window is emitted after it closes and its grace: two intervals and a minute of slack.
+    const inProgress = Date.parse(o.timestamp) + (2 * o.interval_seconds + 60) * 1000 > Date.now();
+    body.append(el("tr", { "data-call": o.call_id },
+      el("td", {}, el("a", { href: "#/phone" }, o.call_id)), el("td", {}, o.direction),
+      el("td", {}, inProgress ? "in progress" : "ended"),
+      el("td", {}, gradeBadge(o.quality.grade)), el("td", {}, o.quality.mos),
+      el("td", {}, issuesText(o.quality.issues)), el("td", {}, fmtTime(o.timestamp))));
+  }
+  $("#live-calls-empty").hidden = calls.length > 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,18 +558,30 @@ async function meetingView(instance) {
 // Phone view
 // ---------------------------------------------------------------------------------------------
 
-async function phoneView() {
-  const got = await allEvents({ event: PHONE, from: new Date(Date.now() - HOUR_MS).toISOString() });
-  const calls = new Map();
+/**
+ * Each call direction of the last hour with its windows, the latest first. Like the meetings,
+ * only what arrived since the previous poll is read.
+ */
+async function recentCalls() {
+  const from = live.callsTo || new Date(Date.now() - HOUR_MS).toISOString();
+  const got = await allEvents({ event: PHONE, from });
+  if (got.to) live.callsTo = got.to;
   for (const e of got.events) {
     const o = e.payload.object;
     const id = o.call_id + " " + o.direction;
-    if (!calls.has(id)) calls.set(id, { id, windows: [] });
-    calls.get(id).windows.push({ t: Date.parse(o.timestamp) / 1000, o });
+    if (!live.calls.has(id)) live.calls.set(id, { id, windows: [] });
+    const c = live.calls.get(id);
+    c.windows.push({ t: Date.parse(o.timestamp) / 1000, o });
+    c.windows.sort((a, b) => a.t - b.t);
+    c.last = c.windows[c.windows.length - 1].o;
   }
-  const list = [...calls.values()];
-  for (const c of list) c.last = c.windows[c.windows.length - 1].o;
-  list.sort((a, b) => (a.last.timestamp < b.last.timestamp ? 1 : -1));
+  const hourAgo = (Date.now() - HOUR_MS) / 1000;
+  for (const [id, c] of live.calls) if (c.windows[c.windows.length - 1].t < hourAgo) live.calls.delete(id);
+  return [...live.calls.values()].sort((a, b) => (a.last.timestamp < b.last.timestamp ? 1 : -1));
+}
+
+async function phoneView() {
+  const list = await recentCalls();
   const body = $("#phone-table tbody");
   clear(body);
   for (const c of list) {

@@ -193,6 +193,24 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // And a receiver that fails every delivery: its failures show in the webhooks view.
+    let failing = Receiver::start().await;
+    failing.set_default(webhook_support::Answer::status(500));
+    let r = app
+        .client
+        .post(format!(
+            "{}/v2/accounts/{}/qss/webhooks",
+            app.base, a.account_id
+        ))
+        .bearer_auth(&token)
+        .json(
+            &json!({"url": failing.url(), "secret_token": RECEIVER_SECRET,
+                      "events": ["qss.phone_call_qos"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 
     // Two windows of a three-person meeting, the third person on a lossy network, and a call.
     let t0 = app.clock.now_ms();
@@ -250,6 +268,7 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     app.advance(3_000).await;
     app.wait_for_events(&a, &token, "", |e| e.len() >= 7).await;
     receiver.wait_for_hits(6, Duration::from_secs(10)).await;
+    failing.wait_for_hits(1, Duration::from_secs(10)).await;
 
     // Wrong credentials: an error, and nothing else.
     c.goto(&app.base).await.unwrap();
@@ -389,18 +408,42 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
     c.execute("location.hash = '#/webhooks'", Vec::new())
         .await
         .unwrap();
+    let ok_article = format!(
+        "[...document.querySelectorAll('article.webhook')].find(a => a.querySelector('h3').textContent.includes('{}'))",
+        receiver.url()
+    );
+    let failing_article = format!(
+        "[...document.querySelectorAll('article.webhook')].find(a => a.querySelector('h3').textContent.includes('{}'))",
+        failing.url()
+    );
     wait_js(
         &c,
         "a retry button",
-        "document.querySelector('button.retry')",
+        &format!("{ok_article}?.querySelector('button.retry')"),
     )
     .await;
+    let failure = wait_js(
+        &c,
+        "the failing subscription's failed attempt",
+        &format!("{failing_article}?.querySelector('tbody tr')?.textContent"),
+    )
+    .await;
+    let failure = failure.as_str().unwrap();
+    assert!(
+        failure.contains("500") && failure.contains("retrying"),
+        "{failure}"
+    );
     let hits = receiver.hit_count();
-    click(&c, "button.retry").await;
+    c.execute(
+        &format!("{ok_article}.querySelector('button.retry').click()"),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
     let label = wait_js(
         &c,
         "the retry queued",
-        "document.querySelector('button.retry').textContent === 'Queued' && 'Queued'",
+        &format!("{ok_article}.querySelector('button.retry').textContent === 'Queued' && 'Queued'"),
     )
     .await;
     assert_eq!(label, json!("Queued"));

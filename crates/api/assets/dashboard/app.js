@@ -607,16 +607,37 @@ async function webhooksView() {
     const d = await api("GET", accountPath("/webhooks/" + encodeURIComponent(w.id || w.webhook_id) + "/deliveries?page_size=20"));
     const id = w.id || w.webhook_id;
     const rows = d.deliveries.map((x) => el("tr", { "data-delivery": x.id },
-      el("td", {}, fmtTime(x.created_at)), el("td", {}, x.event), el("td", {}, x.status),
+      el("td", {}, fmtTime(x.created_at)), el("td", {}, x.event),
+      el("td", {}, el("span", { class: "status delivery-" + shownStatus(x) }, shownStatus(x))),
       el("td", {}, x.attempt_count),
       el("td", {}, x.last_attempt ? (x.last_attempt.http_status || x.last_attempt.error || "") : "—"),
-      el("td", {}, el("button", { type: "button", class: "retry", onclick: (ev) => retry(ev.target, id, x.id) }, "Retry"))));
+      el("td", {}, RETRIABLE.includes(x.status)
+        ? el("button", { type: "button", class: "retry", onclick: (ev) => retry(ev.target, id, x.id) }, "Retry")
+        : null)));
     list.append(el("article", { class: "webhook" },
       el("h3", {}, w.url, " ", el("span", { class: "status status-" + w.status }, w.status)),
       el("p", {}, "Events: ", (w.events || []).join(", ")),
+      el("p", { class: "delivery-counts" }, deliveryCounts(d.deliveries)),
       el("table", {}, el("thead", {}, el("tr", {}, ...["Created", "Event", "Status", "Attempts", "Last answer", ""].map((h) => el("th", {}, h)))),
         el("tbody", {}, ...rows))));
   }
+}
+
+/** The statuses a retry applies to (SPEC 7.5); a pending delivery is already queued. */
+const RETRIABLE = ["failed", "expired", "succeeded"];
+
+/** A delivery's status, with "retrying" for a pending one whose attempts have failed so far. */
+function shownStatus(x) {
+  return x.status === "pending" && x.attempt_count > 0 ? "retrying" : x.status;
+}
+
+/** "20 recent deliveries: 17 succeeded, 2 failed, 1 retrying" */
+function deliveryCounts(deliveries) {
+  if (!deliveries.length) return "No delivery yet.";
+  const counts = new Map();
+  for (const x of deliveries) counts.set(shownStatus(x), (counts.get(shownStatus(x)) || 0) + 1);
+  const parts = [...counts.entries()].map(([k, n]) => n + " " + k);
+  return deliveries.length + " recent deliver" + (deliveries.length === 1 ? "y" : "ies") + ": " + parts.join(", ");
 }
 
 async function retry(button, webhookId, deliveryId) {

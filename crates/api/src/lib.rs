@@ -17,6 +17,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod page_token;
+pub mod ratelimit;
 pub mod settings;
 pub mod webhooks;
 
@@ -70,6 +71,8 @@ pub struct AppState {
     pub webhooks_version: Arc<std::sync::atomic::AtomicU64>,
     /// Set when shutdown begins: `/readyz` answers 503.
     pub shutting_down: Arc<AtomicBool>,
+    /// The rate limits' buckets (SPEC 2.2).
+    pub limiter: Arc<ratelimit::Limiter>,
 }
 
 /// The whole HTTP surface.
@@ -85,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(deliveries::router())
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         .layer(axum::middleware::map_response(error::json_for_empty_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,

@@ -13,6 +13,11 @@ pub struct EventLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -39,6 +44,8 @@ pub struct Metrics {
     /// PostgreSQL: aggregation partitions this node holds, and nodes alive (0 on SQLite).
     pub partitions_held: Gauge,
     pub live_nodes: Gauge,
+    /// Requests answered 429, by rate-limit category.
+    pub rate_limited: Family<CategoryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +80,7 @@ impl Metrics {
             open_meeting_instances: Gauge::default(),
             partitions_held: Gauge::default(),
             live_nodes: Gauge::default(),
+            rate_limited: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +139,11 @@ impl Metrics {
             m.live_nodes.clone(),
         );
         registry.register(
+            "rate_limited",
+            "Requests answered 429, by rate-limit category",
+            m.rate_limited.clone(),
+        );
+        registry.register(
             "deliveries",
             "Delivery attempts, by the state they led to",
             m.deliveries.clone(),
@@ -151,6 +164,14 @@ impl Metrics {
             m.pending_deliveries.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    pub fn rate_limited(&self, category: &str) {
+        self.rate_limited
+            .get_or_create(&CategoryLabels {
+                category: category.to_string(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

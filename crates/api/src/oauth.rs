@@ -33,7 +33,7 @@ fn oauth_error(status: StatusCode, error: &str, reason: &str) -> Response {
     (status, Json(json!({"error": error, "reason": reason}))).into_response()
 }
 
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

@@ -1267,7 +1267,6 @@ async fn a_deleted_accounts_tokens_credentials_and_keys_are_refused_at_once() {
 }
 
 #[tokio::test]
-#[ignore = "rate limits (SPEC 2.2) belong to a later issue and are not built yet"]
 async fn v2_responses_carry_rate_limit_headers_and_a_drained_bucket_answers_429() {
     // Arrange
     let app = spawn_app_with(vec![("rate_limit.light", "2")]).await;
@@ -1300,9 +1299,73 @@ async fn v2_responses_carry_rate_limit_headers_and_a_drained_bucket_answers_429(
     assert!(header(&first, "x-ratelimit-remaining").is_some());
     let r = limited.expect("six requests at 2 per second were all served");
     assert_eq!(header(&r, "x-ratelimit-type").as_deref(), Some("QPS"));
+    assert_eq!(header(&r, "x-ratelimit-remaining").as_deref(), Some("0"));
     let retry_after: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
     assert!(retry_after >= 1);
     expect_error(r, 429, 429).await;
+
+    // Other categories have their own buckets and headers.
+    let r = app.get(&token, &events_path(&account)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-category").as_deref(), Some("Heavy"));
+    assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("40"));
+    let sample = participant("m", "p", app.clock.now_ms(), media(64.0, 20.0, 2.0, 0.0));
+    let r = app.post_samples(&account, json!([sample])).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        header(&r, "x-ratelimit-category").as_deref(),
+        Some("Ingest")
+    );
+    assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("2000"));
+    // A request that fails authentication takes nothing from the account's bucket, and is
+    // answered 401, not 429; it still says its category.
+    let r = app.get("not-a-token", &settings_path(&account)).await;
+    assert_eq!(header(&r, "x-ratelimit-category").as_deref(), Some("Light"));
+    expect_error(r, 401, 124).await;
+    // Another account is not limited by this one's bucket.
+    let other = app.create_account("business", true).await;
+    let other_token = app.token(&other).await;
+    expect_status(app.get(&other_token, &settings_path(&other)).await, 200).await;
+    // The bucket refills: after its Retry-After, the account is served again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    expect_status(app.get(&token, &settings_path(&account)).await, 200).await;
+}
+
+#[tokio::test]
+async fn oauth_token_requests_are_limited_per_client_id() {
+    // Arrange
+    let app = spawn_app_with(vec![("rate_limit.oauth", "3")]).await;
+    let a = app.create_account("business", true).await;
+    let b = app.create_account("business", true).await;
+
+    // Act: wrong secrets count too (they are what a guesser sends).
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = app
+            .token_for(&a.account_id, &a.client_id, "wrong-secret")
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    let limited = app
+        .token_for(&a.account_id, &a.client_id, &a.client_secret)
+        .await;
+
+    // Assert
+    assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        limited.headers()["x-ratelimit-type"].to_str().unwrap(),
+        "QPS"
+    );
+    assert!(limited.headers().contains_key("retry-after"));
+    expect_error(limited, 429, 429).await;
+    // Another client is not limited.
+    expect_status(
+        app.token_for(&b.account_id, &b.client_id, &b.client_secret)
+            .await,
+        200,
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1731,8 +1794,8 @@ fn id_of(e: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_return_the_first_pages_snapshot_exactly_once_in_order() {
     // Arrange: 1,000 participant windows of one meeting, a quarter in each of four windows,
-    // emitted at four clock values.
-    let app = Arc::new(spawn_app().await);
+    // emitted at four clock values. It reads over 40 pages a second: no heavy limit here.
+    let app = Arc::new(spawn_app_with(vec![("rate_limit.heavy", "0")]).await);
     let (account, token) = fast_account(&app).await;
     let account = Arc::new(account);
     let t0 = app.clock.now_ms();

@@ -60,6 +60,7 @@ pub struct RateLimitConfig {
     pub light: u32,
     pub heavy: u32,
     pub ingest: u32,
+    pub oauth: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +108,7 @@ const ENV: &[(&str, &str)] = &[
     ("QSS_RATE_LIMIT_LIGHT", "rate_limit.light"),
     ("QSS_RATE_LIMIT_HEAVY", "rate_limit.heavy"),
     ("QSS_RATE_LIMIT_INGEST", "rate_limit.ingest"),
+    ("QSS_RATE_LIMIT_OAUTH", "rate_limit.oauth"),
     ("QSS_WEBHOOK_TIMEOUT_MS", "webhook.timeout_ms"),
     (
         "QSS_WEBHOOK_RETRY_SCHEDULE_SECONDS",

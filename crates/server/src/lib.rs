@@ -155,6 +155,15 @@ pub async fn start(
         delivery_wake: delivery_wake.clone(),
         webhooks_version: webhooks_version.clone(),
         shutting_down: Arc::new(AtomicBool::new(false)),
+        limiter: Arc::new(qss_api::ratelimit::Limiter::new(
+            qss_api::ratelimit::RateLimits {
+                light: config.rate_limit.light,
+                heavy: config.rate_limit.heavy,
+                ingest: config.rate_limit.ingest,
+                oauth: config.rate_limit.oauth,
+            },
+            live_nodes.clone(),
+        )),
     };
     let dispatcher = Arc::new(dispatch::Dispatcher::new(
         store.clone(),

@@ -8,6 +8,7 @@
 //!   its partitions and its claimed deliveries, and the same holds.
 //! - PostgreSQL itself stops during ingest: clients get 503 with `Retry-After` (never a 500 or
 //!   internals), and when it is back the same process resumes and loses nothing acknowledged.
+//! - Rate limits hold for the cluster as a whole, within one second's burst.
 //!
 //! Each test starts its own PostgreSQL cluster (crates/pgtest); without PostgreSQL they say
 //! they were skipped.
@@ -435,4 +436,99 @@ async fn postgres_restarting_during_ingest_gives_503s_and_loses_nothing_acknowle
     );
 
     check_outcome(&base, &account, &ingested, &receiver, 1, false, &nodes).await;
+}
+
+/// The rate limits hold for the cluster as a whole (SPEC 2.2, issue 7): each node serves its
+/// share, `limit / live nodes`, so requests spread over three nodes are served at the limit,
+/// within one second's burst, and not three times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_across_the_nodes() {
+    const LIMIT: u32 = 30;
+    let Some(pg) = PgCluster::start("rate_limits") else {
+        return;
+    };
+    let database = pg.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let limit = LIMIT.to_string();
+    let mut env = NODE_ENV.to_vec();
+    env.push(("QSS_RATE_LIMIT_LIGHT", &limit));
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(ServerProcess::start(dir.path(), &format!("node{i}"), &database, &env).await);
+    }
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let account = create_account(&bases[0]).await;
+    let token = access_token(&bases[0], &account).await;
+    // Every node must have seen the others' heartbeats before its share is a third.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for base in &bases {
+        loop {
+            let metrics = reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.lines().any(|l| l == "qss_live_nodes 3") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base} never saw three nodes");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Let the buckets the setup used refill.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Six clients, each sending to the nodes in turn as fast as they are answered.
+    let run = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        let bases = bases.clone();
+        let token = token.clone();
+        let path = format!("/v2/accounts/{}/qss/settings", account.account_id);
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut served, mut limited, mut i) = (0u32, 0u32, c);
+            while started.elapsed() < run {
+                let r = client
+                    .get(format!("{}{path}", bases[i % bases.len()]))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                i += 1;
+                match r.status().as_u16() {
+                    200 => served += 1,
+                    429 => {
+                        assert!(r.headers().contains_key("retry-after"));
+                        limited += 1;
+                    }
+                    other => panic!("unexpected {other}: {}", r.text().await.unwrap()),
+                }
+            }
+            (served, limited)
+        }));
+    }
+    let (mut served, mut limited) = (0, 0);
+    for t in tasks {
+        let (s, l) = t.await.unwrap();
+        served += s;
+        limited += l;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // At most the limit over the run, plus one second's burst; and, the requests being spread
+    // evenly, at least three quarters of that (one node alone would give a third).
+    let most = f64::from(LIMIT) * (elapsed + 1.0);
+    eprintln!("served {served}, limited {limited} in {elapsed:.2} s (most {most:.0})");
+    assert!(limited > 0, "nothing was limited: {served} served");
+    assert!(
+        f64::from(served) <= most + 2.0,
+        "served {served} in {elapsed:.2} s at a limit of {LIMIT}/s: over {most:.0}"
+    );
+    assert!(
+        f64::from(served) >= 0.75 * most,
+        "served only {served} in {elapsed:.2} s at a limit of {LIMIT}/s"
+    );
 }

@@ -98,7 +98,7 @@ pub struct DeliveryListOut {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct DeliveryCursor {
+pub struct DeliveryCursor {
     webhook_id: String,
     status: Option<String>,
     event: Option<String>,

@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
 /// What a page token carries: the first page's parameters, the resolved range, the
 /// snapshot and the position.
 #[derive(Debug, Serialize, Deserialize)]
-struct Cursor {
+pub struct Cursor {
     params: HashMap<String, String>,
     from: i64,
     to: i64,

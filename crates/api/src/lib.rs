@@ -4,7 +4,7 @@
 
 pub mod admin;
 pub mod auth;
-mod body;
+pub mod body;
 pub mod cache;
 pub mod clock;
 mod dashboard;

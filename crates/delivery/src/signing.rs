@@ -91,6 +91,47 @@ pub fn verify_handshake(secrets: &[&str], plain_token: &str, encrypted_token: &s
     })
 }
 
+/// Receivers accept timestamps this far from their own clock (Standard Webhooks' tolerance).
+pub const TOLERANCE_SECS: i64 = 300;
+
+/// A receiver's check of both signature schemes of one delivery (`qss listen`); `header`
+/// gives a request header's value ("" when absent). The error says which check failed.
+/// Signatures are compared in constant time.
+pub fn verify_request<'a>(
+    secret: &str,
+    header: impl Fn(&str) -> &'a str,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<(), &'static str> {
+    let ts: i64 = header("x-zm-request-timestamp")
+        .parse()
+        .map_err(|_| "missing x-zm-request-timestamp")?;
+    if now_secs.abs_diff(ts) > TOLERANCE_SECS as u64 {
+        return Err("timestamp outside the 5 minute tolerance");
+    }
+    if !same(header("x-zm-signature"), &zoom_signature(secret, ts, body)) {
+        return Err("x-zm-signature does not match");
+    }
+    let id = header("webhook-id");
+    let wts: i64 = header("webhook-timestamp")
+        .parse()
+        .map_err(|_| "missing webhook-timestamp")?;
+    let expected = standard_signature(secret, id, wts, body);
+    if !header("webhook-signature")
+        .split(' ')
+        .any(|s| same(s, &expected))
+    {
+        return Err("webhook-signature does not match");
+    }
+    Ok(())
+}
+
+/// Constant-time equality of two signatures (the length is not secret).
+fn same(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
 /// A new secret: `whsec_` + standard base64 with padding of 32 random bytes (50 characters).
 /// `thread_rng` is a CSPRNG seeded from the operating system, which is what a secret needs.
 pub fn generate_secret() -> String {
@@ -142,6 +183,28 @@ pub fn headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signed_request_verifies_and_a_tampered_one_does_not() {
+        let secret = "listen-secret-0123456789";
+        let body = br#"{"event":"qss.phone_call_qos"}"#;
+        let now = 1_700_000_000;
+        let headers: std::collections::HashMap<String, String> =
+            headers("test", "dlv_1", now, body, secret, None)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let get = |name: &str| headers.get(name).map_or("", String::as_str);
+        assert_eq!(verify_request(secret, get, body, now), Ok(()));
+        assert!(verify_request(secret, get, br#"{"event":"x"}"#, now).is_err());
+        assert!(verify_request("another-secret-0123456", get, body, now).is_err());
+        assert_eq!(
+            verify_request(secret, get, body, now + 301),
+            Err("timestamp outside the 5 minute tolerance")
+        );
+        // Far-off timestamps do not overflow.
+        assert!(verify_request(secret, get, body, i64::MIN).is_err());
+    }
 
     /// The expected values below were computed independently with Python's `hmac` module.
     const SECRET: &str = "qss_test_secret_token";

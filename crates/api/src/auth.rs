@@ -27,6 +27,8 @@ type CacheEntry = (Option<Principal>, i64);
 #[derive(Debug, Default)]
 pub struct TokenCache {
     entries: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    /// An ingest key's `last_used_at` update is under way.
+    touching: std::sync::atomic::AtomicBool,
 }
 
 impl TokenCache {
@@ -77,10 +79,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
                         .lookup_ingest_key(key_id, &hash_secret(secret))
                         .await?;
                     if found.is_some() {
-                        // At most once a second per key: lookups are cached that long.
-                        store
-                            .touch_ingest_keys(&[(key_id.to_string(), now)])
-                            .await?;
+                        touch_later(state, key_id, now);
                     }
                     found
                 }
@@ -95,6 +94,32 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         return Err(ApiError::ExpiredToken);
     }
     Ok(principal)
+}
+
+/// Records an ingest key's `last_used_at` in the background: at most once a second per key
+/// (lookups are cached that long), and never on the request's path, so a store that cannot
+/// write (overload, a stall) does not hold up authentication. While one update is under way,
+/// others are skipped: `last_used_at` is a hint, not a log.
+fn touch_later(state: &AppState, key_id: &str, now: i64) {
+    if state
+        .auth
+        .touching
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        return;
+    }
+    let (store, auth, used) = (
+        state.store.clone(),
+        state.auth.clone(),
+        [(key_id.to_string(), now)],
+    );
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_ingest_keys(&used).await {
+            tracing::debug!(error = %e, "could not record an ingest key's last use");
+        }
+        auth.touching
+            .store(false, std::sync::atomic::Ordering::Release);
+    });
 }
 
 /// Forgets cached lookups, after a revocation made through this process.

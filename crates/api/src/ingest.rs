@@ -30,7 +30,25 @@ pub struct IngestJob {
     pub bodies: Vec<String>,
     pub received_ms: i64,
     /// Answered once the batch is durable (or failed to be).
-    pub reply: oneshot::Sender<Result<IngestOutcome, IngestFailure>>,
+    pub reply: IngestReply,
+}
+
+/// Where a batch's outcome goes. It also holds the request's share of `ingest.max_in_flight`,
+/// so the share is released when the batch is answered, even if the client gave up waiting:
+/// batches queued for a slow store count until the store has taken them.
+#[derive(Debug)]
+pub struct IngestReply {
+    tx: oneshot::Sender<Result<IngestOutcome, IngestFailure>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl IngestReply {
+    pub fn send(
+        self,
+        outcome: Result<IngestOutcome, IngestFailure>,
+    ) -> Result<(), Result<IngestOutcome, IngestFailure>> {
+        self.tx.send(outcome)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -59,6 +77,12 @@ pub async fn telemetry(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &account_id, SCOPE_INGEST, true).await?;
+    // Overload: past `ingest.max_in_flight` batches read, queued or being committed, the
+    // request is turned away before its body is read, so memory stays bounded (issue 7).
+    let Ok(permit) = state.ingest_permits.clone().try_acquire_owned() else {
+        state.metrics.ingest_overloaded.inc();
+        return Err(ApiError::Unavailable(1));
+    };
     let format = match crate::body::media_type(&headers).as_deref() {
         Some("application/json") => BodyFormat::Json,
         Some("application/x-ndjson" | "application/ndjson") => BodyFormat::Ndjson,
@@ -103,21 +127,31 @@ pub async fn telemetry(
             return Err(ApiError::Validation(errors));
         }
     };
-    let (reply, answer) = oneshot::channel();
+    let (tx, answer) = oneshot::channel();
     let job = IngestJob {
         account_id,
         samples,
         bodies,
         received_ms: now,
-        reply,
+        reply: IngestReply {
+            tx,
+            _permit: permit,
+        },
     };
     state
         .ingest
         .send(job)
         .await
         .map_err(|_| ApiError::Unavailable(5))?;
-    match answer.await {
-        Ok(Ok(outcome)) => Ok((StatusCode::ACCEPTED, Json(outcome)).into_response()),
-        Ok(Err(IngestFailure::Unavailable)) | Err(_) => Err(ApiError::Unavailable(1)),
+    // A store that takes longer than this is not keeping up: the client is told to come back
+    // (the batch may still be stored; a resend is then counted as duplicates).
+    let wait = std::time::Duration::from_millis(state.config.ingest_commit_timeout_ms);
+    match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(Ok(outcome))) => Ok((StatusCode::ACCEPTED, Json(outcome)).into_response()),
+        Ok(Ok(Err(IngestFailure::Unavailable)) | Err(_)) => Err(ApiError::Unavailable(1)),
+        Err(_) => {
+            state.metrics.ingest_overloaded.inc();
+            Err(ApiError::Unavailable(2))
+        }
     }
 }

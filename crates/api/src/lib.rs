@@ -42,6 +42,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     pub max_samples: usize,
     pub max_sample_age_seconds: i64,
+    /// How long an ingest request waits for its commit before answering 503.
+    pub ingest_commit_timeout_ms: u64,
     pub webhook_timeout_ms: u64,
     pub webhook_allow_private_networks: bool,
     pub webhook_revalidate_hours: u64,
@@ -73,6 +75,8 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
     /// The rate limits' buckets (SPEC 2.2).
     pub limiter: Arc<ratelimit::Limiter>,
+    /// `ingest.max_in_flight` permits: ingest batches between admission and their answer.
+    pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The whole HTTP surface.

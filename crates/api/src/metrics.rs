@@ -34,6 +34,8 @@ pub struct Metrics {
     pub samples_ingested: Counter,
     pub samples_duplicate: Counter,
     pub ingest_requests_rejected: Counter,
+    /// Ingest requests answered 503 because the store was not keeping up.
+    pub ingest_overloaded: Counter,
     pub events_emitted: Family<EventLabels, Counter>,
     pub group_commit_seconds: Histogram,
     pub group_commit_requests: Histogram,
@@ -70,6 +72,7 @@ impl Metrics {
             samples_ingested: Counter::default(),
             samples_duplicate: Counter::default(),
             ingest_requests_rejected: Counter::default(),
+            ingest_overloaded: Counter::default(),
             events_emitted: Family::default(),
             group_commit_seconds: Histogram::new([
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
@@ -97,6 +100,11 @@ impl Metrics {
             "ingest_requests_rejected",
             "Ingest requests rejected by validation",
             m.ingest_requests_rejected.clone(),
+        );
+        registry.register(
+            "ingest_overloaded",
+            "Ingest requests answered 503 because the store was not keeping up",
+            m.ingest_overloaded.clone(),
         );
         registry.register(
             "events_emitted",

@@ -52,6 +52,10 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     pub max_samples: usize,
     pub max_sample_age_seconds: i64,
+    /// Ingest requests admitted at once (read, queued or committing); beyond, 503.
+    pub max_in_flight: usize,
+    /// How long a request waits for its commit before answering 503.
+    pub commit_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +109,8 @@ const ENV: &[(&str, &str)] = &[
         "QSS_INGEST_MAX_SAMPLE_AGE_SECONDS",
         "ingest.max_sample_age_seconds",
     ),
+    ("QSS_INGEST_MAX_IN_FLIGHT", "ingest.max_in_flight"),
+    ("QSS_INGEST_COMMIT_TIMEOUT_MS", "ingest.commit_timeout_ms"),
     ("QSS_RATE_LIMIT_LIGHT", "rate_limit.light"),
     ("QSS_RATE_LIMIT_HEAVY", "rate_limit.heavy"),
     ("QSS_RATE_LIMIT_INGEST", "rate_limit.ingest"),

@@ -139,6 +139,7 @@ pub async fn start(
             max_body_bytes: config.ingest.max_body_bytes,
             max_samples: config.ingest.max_samples,
             max_sample_age_seconds: config.ingest.max_sample_age_seconds,
+            ingest_commit_timeout_ms: config.ingest.commit_timeout_ms,
             webhook_timeout_ms: config.webhook.timeout_ms,
             webhook_allow_private_networks: config.webhook.allow_private_networks,
             webhook_revalidate_hours: config.webhook.revalidate_hours,
@@ -163,6 +164,9 @@ pub async fn start(
                 oauth: config.rate_limit.oauth,
             },
             live_nodes.clone(),
+        )),
+        ingest_permits: Arc::new(tokio::sync::Semaphore::new(
+            config.ingest.max_in_flight.max(1),
         )),
     };
     let dispatcher = Arc::new(dispatch::Dispatcher::new(

@@ -12,6 +12,7 @@ mod admin;
 mod demo;
 mod listen;
 mod simulate;
+mod soak;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,6 +80,9 @@ enum Command {
     },
     /// Drive a server with realistic simulated traffic and report how it answered.
     Simulate(simulate::SimulateArgs),
+    /// A long run against a real `qss serve`, restarted half way: memory over time, samples
+    /// acknowledged against counted, deliveries expected against received (not for CI).
+    Soak(soak::SoakArgs),
     /// Receive webhooks: answer the handshake, verify both signatures, print each event as a
     /// JSON line.
     Listen {
@@ -124,6 +128,7 @@ fn main() -> std::process::ExitCode {
             runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration, !no_browser)))
         }
         Command::Simulate(args) => runtime().and_then(|rt| rt.block_on(simulate::run(args))),
+        Command::Soak(args) => runtime().and_then(|rt| rt.block_on(soak::run(args))),
         Command::Listen { port, secret } => {
             runtime().and_then(|rt| rt.block_on(listen::run(port, secret)))
         }

@@ -281,6 +281,7 @@ async fn existing_account(state: &AppState, account_id: &str) -> Result<AccountR
 }
 
 #[utoipa::path(post, path = "/admin/accounts", tag = "admin", security(("admin_token" = [])),
+    request_body(content = crate::schemas::AccountCreate),
     responses((status = 201, body = AccountCreatedOut), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn create_account(
     State(state): State<AppState>,
@@ -372,6 +373,7 @@ pub async fn get_account(
 }
 
 #[utoipa::path(patch, path = "/admin/accounts/{account_id}", tag = "admin", security(("admin_token" = [])),
+    request_body(content = crate::schemas::AccountPatch),
     params(("account_id" = String, Path)),
     responses((status = 200, body = AccountOut), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn patch_account(
@@ -450,6 +452,7 @@ async fn scopes_for_account(
 }
 
 #[utoipa::path(post, path = "/admin/accounts/{account_id}/credentials", tag = "admin", security(("admin_token" = [])),
+    request_body(content = Option<crate::schemas::ScopesIn>),
     params(("account_id" = String, Path)),
     responses((status = 201, body = CredentialsOut), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn create_credentials(
@@ -468,6 +471,7 @@ pub async fn create_credentials(
 /// sign-in uses (not in the SPEC). It lasts `auth.token_ttl_seconds` and is tied to no
 /// credentials; deleting the account, or `DELETE .../credentials/(operator)`, revokes it.
 #[utoipa::path(post, path = "/admin/accounts/{account_id}/tokens", tag = "admin", security(("admin_token" = [])),
+    request_body(content = Option<crate::schemas::ScopesIn>),
     params(("account_id" = String, Path)),
     responses((status = 201, body = crate::oauth::TokenOut), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn issue_token(

@@ -305,7 +305,7 @@ pub struct ReplayOut {
 
 #[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/replay", tag = "webhooks",
     security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
-    request_body(content = Value, description = "{from, to, event?}"),
+    request_body(content = crate::schemas::ReplayIn),
     responses((status = 202, body = ReplayOut), (status = 400, body = crate::openapi::ErrorBody),
         (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
         (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]

@@ -65,7 +65,10 @@ pub enum IngestFailure {
 
 #[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/telemetry", tag = "telemetry",
     security(("bearer" = ["qss:ingest"])), params(("account_id" = String, Path)),
-    request_body(content = serde_json::Value, description = "{\"samples\": [...]} as application/json, or one sample per line as application/x-ndjson; gzip accepted"),
+    request_body(content(
+        (crate::schemas::TelemetryIn = "application/json"),
+        (crate::schemas::SampleIn = "application/x-ndjson")),
+        description = "`{\"samples\": [...]}` as application/json, or one sample per line as application/x-ndjson; `Content-Encoding: gzip` accepted"),
     responses((status = 202, body = IngestOutcome), (status = 400, body = crate::openapi::ErrorBody),
         (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
         (status = 413, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody),

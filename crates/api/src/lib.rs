@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod ops;
 pub mod page_token;
 pub mod ratelimit;
+pub mod schemas;
 pub mod settings;
 pub mod webhooks;
 

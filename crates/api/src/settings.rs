@@ -92,7 +92,7 @@ pub async fn get_settings(
 
 #[utoipa::path(patch, path = "/v2/accounts/{account_id}/qss/settings", tag = "settings",
     security(("bearer" = ["qss:write"])), params(("account_id" = String, Path)),
-    request_body(content = serde_json::Value, description = "Any subset of the writable settings"),
+    request_body(content = crate::schemas::SettingsPatch),
     responses((status = 204, description = "Updated"), (status = 400, body = crate::openapi::ErrorBody),
         (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
         (status = 415, body = crate::openapi::ErrorBody)))]

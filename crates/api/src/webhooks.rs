@@ -262,7 +262,7 @@ fn revalidate_at(state: &AppState, now: i64) -> i64 {
 
 #[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks", tag = "webhooks",
     security(("bearer" = ["qss:write"])), params(("account_id" = String, Path)),
-    request_body(content = Value, description = "{url, events, secret_token?, description?, max_age_seconds?}"),
+    request_body(content = crate::schemas::WebhookCreate),
     responses((status = 201, body = WebhookOut), (status = 400, body = crate::openapi::ErrorBody),
         (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
         (status = 409, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody)))]
@@ -357,7 +357,7 @@ pub async fn get_webhook(
 
 #[utoipa::path(patch, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}", tag = "webhooks",
     security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
-    request_body(content = Value, description = "{url?, events?, description?, max_age_seconds?, status?}"),
+    request_body(content = crate::schemas::WebhookPatch),
     responses((status = 200, body = WebhookOut), (status = 400, body = crate::openapi::ErrorBody),
         (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
         (status = 404, body = crate::openapi::ErrorBody)))]
@@ -456,7 +456,7 @@ pub async fn validate_webhook(
 
 #[utoipa::path(post, path = "/v2/accounts/{account_id}/qss/webhooks/{webhook_id}/rotate_secret", tag = "webhooks",
     security(("bearer" = ["qss:write"])), params(("account_id" = String, Path), ("webhook_id" = String, Path)),
-    request_body(content = Value, description = "optional {secret_token}"),
+    request_body(content = Option<crate::schemas::RotateSecretIn>),
     responses((status = 200, body = SecretOut), (status = 400, body = crate::openapi::ErrorBody),
         (status = 401, body = crate::openapi::ErrorBody), (status = 403, body = crate::openapi::ErrorBody),
         (status = 404, body = crate::openapi::ErrorBody)))]

@@ -321,6 +321,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let mut restart: Option<(Duration, Duration)> = None;
     let mut half = 0;
     let mut next_memory = started;
+    let mut next_line = started;
     let bar = ProgressBar::new(total.as_secs());
     bar.set_style(ProgressStyle::with_template(
         "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len}s {msg}",
@@ -329,7 +330,11 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     while started.elapsed() < total {
         ticker.tick().await;
         if half == 0 && started.elapsed() >= total / 2 {
-            bar.println("restarting the server (SIGTERM, then a new process on the same database)");
+            let note = "restarting the server (SIGTERM, then a new process on the same database)";
+            if bar.is_hidden() {
+                eprintln!("{note}");
+            }
+            bar.println(note);
             let down = Instant::now();
             let stopping = server.stop()?;
             drop(server);
@@ -346,13 +351,19 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             }
             next_memory += MEMORY_EVERY;
         }
-        bar.set_position(started.elapsed().as_secs());
-        bar.set_message(format!(
+        let status = format!(
             "{} samples acknowledged, {} pending, {:.0} MiB",
             traffic.acknowledged.values().sum::<u64>(),
             traffic.pending.len(),
             memory.last().map_or(0.0, |m| m.2)
-        ));
+        );
+        // Without a terminal (a log file, a CI job) a line a minute instead of the bar.
+        if bar.is_hidden() && Instant::now() >= next_line {
+            eprintln!("[{} min] {status}", started.elapsed().as_secs() / 60);
+            next_line += Duration::from_secs(60);
+        }
+        bar.set_position(started.elapsed().as_secs());
+        bar.set_message(status);
     }
     bar.finish();
 

@@ -1,9 +1,9 @@
 //! Overload (issue 7): when the store cannot keep up, ingest answers 503 with `Retry-After`
 //! instead of queueing without bound, and the server's memory stays bounded.
 //!
-//! The store is slowed for real: the test holds SQLite's write lock on the server's database
-//! file (`BEGIN IMMEDIATE` from another connection) for several seconds, so no commit can
-//! happen, while clients keep sending large batches and give up on each after one second (the
+//! The store is slowed for real: the test holds the write lock from another connection for
+//! several seconds (SQLite's `BEGIN IMMEDIATE`; on PostgreSQL, `LOCK TABLE samples`), so no
+//! ingest commit can happen, while clients keep sending large batches and give up on each after one second (the
 //! requests a naive server would keep queued). The server is a real `qss serve` process, so
 //! its resident memory can be read from `/proc`.
 
@@ -56,13 +56,64 @@ struct Seen {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_gets_503s_with_retry_after_and_memory_stays_bounded() {
+async fn a_stalled_sqlite_store_gets_503s_with_retry_after_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let database = sqlite_database(dir.path());
+    stalled_store(dir.path(), &database).await;
+}
+
+/// The same on PostgreSQL, the sample log locked by another session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_postgres_store_gets_503s_with_retry_after_and_memory_stays_bounded() {
+    let Some(pg) = qss_pgtest::PgCluster::start("overload") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    stalled_store(dir.path(), &pg.create_database()).await;
+}
+
+/// Holds the store's write lock for [`STALL`] from another connection; returns once it holds.
+async fn stall(database: &str) -> tokio::task::JoinHandle<()> {
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let handle = match database.strip_prefix("sqlite://") {
+        // SQLite's write lock.
+        Some(path) => {
+            let path = path.to_string();
+            tokio::task::spawn_blocking(move || {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                locked_tx.send(()).unwrap();
+                std::thread::sleep(STALL);
+                c.execute_batch("ROLLBACK").unwrap();
+            })
+        }
+        // PostgreSQL: the sample log, locked against every append.
+        None => {
+            let url = database.to_string();
+            tokio::spawn(async move {
+                let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                let tx = client.transaction().await.unwrap();
+                tx.batch_execute("LOCK TABLE samples IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                locked_tx.send(()).unwrap();
+                tokio::time::sleep(STALL).await;
+                tx.rollback().await.unwrap();
+            })
+        }
+    };
+    locked_rx.await.unwrap();
+    handle
+}
+
+async fn stalled_store(dir: &std::path::Path, database: &str) {
     let server = ServerProcess::start(
-        dir.path(),
+        dir,
         "overload",
-        &database,
+        database,
         &[
             ("QSS_INGEST_MAX_IN_FLIGHT", MAX_IN_FLIGHT),
             ("QSS_INGEST_COMMIT_TIMEOUT_MS", "2000"),
@@ -92,17 +143,7 @@ async fn a_stalled_store_gets_503s_with_retry_after_and_memory_stays_bounded() {
     }
     let baseline = rss_mib(pid);
 
-    // The stall: SQLite's write lock, held by another connection.
-    let path = database.strip_prefix("sqlite://").unwrap().to_string();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let locker = std::thread::spawn(move || {
-        let c = rusqlite::Connection::open(path).unwrap();
-        c.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        std::thread::sleep(STALL);
-        c.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let locker = stall(database).await;
     let stalled_until = Instant::now() + STALL;
 
     let seen = Arc::new(Seen::default());
@@ -164,7 +205,7 @@ async fn a_stalled_store_gets_503s_with_retry_after_and_memory_stays_bounded() {
         peak = peak.max(rss_mib(pid));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    locker.join().unwrap();
+    locker.await.unwrap();
     // Past the stall, the store catches up and batches are acknowledged again.
     let ok_during_stall = seen.ok.load(Ordering::SeqCst);
     let recovered_by = Instant::now() + Duration::from_secs(20);

@@ -101,7 +101,15 @@ pub async fn read_json(
             ));
         }
     }
-    parse_json(&bytes)
+    let value = parse_json(&bytes)?;
+    // Every JSON body of this API is an object; `[]` or `3` is refused, not read as empty.
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            "",
+            "The request body must be a JSON object.",
+        ));
+    }
+    Ok(value)
 }
 
 pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {

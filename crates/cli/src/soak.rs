@@ -26,7 +26,7 @@ const INTERVAL_S: i64 = 10;
 const GRACE_S: i64 = 30;
 const END_TIMEOUT_S: i64 = 60;
 /// Memory is read this often.
-const MEMORY_EVERY: Duration = Duration::from_secs(10);
+const MEMORY_EVERY: Duration = Duration::from_secs(5);
 /// Readings in each half's first minutes (start-up, caches filling) are left out of the
 /// flatness figure.
 const WARM_UP: Duration = Duration::from_secs(180);
@@ -48,7 +48,8 @@ pub struct SoakArgs {
     /// The database: a `postgres://` URL, or by default a SQLite file in a temporary folder.
     #[arg(long)]
     database: Option<String>,
-    /// Also write the report (Markdown) to this file.
+    /// Also write the report (Markdown) to this file, and every memory reading beside it
+    /// (`<name>.memory.csv`).
     #[arg(long)]
     report: Option<std::path::PathBuf>,
 }
@@ -115,17 +116,21 @@ impl Server {
         Ok(started.elapsed())
     }
 
-    fn rss_mib(&self) -> Option<f64> {
+    /// Resident memory and its anonymous part (the heap, as opposed to mapped files), MiB.
+    fn memory_mib(&self) -> Option<(f64, f64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb / 1024.0)
+        let field = |name: &str| -> Option<f64> {
+            let kb: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kb / 1024.0)
+        };
+        Some((field("VmRSS:")?, field("RssAnon:")?))
     }
 }
 
@@ -134,6 +139,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One reading of the server's memory.
+struct Reading {
+    secs: u64,
+    half: usize,
+    rss: f64,
+    anon: f64,
 }
 
 /// What the signed receiver got: deliveries per event, by event identity.
@@ -316,8 +329,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     );
     let endpoint = format!("{v2}/telemetry");
     let mut traffic = Traffic::default();
-    // (seconds since start, half, MiB)
-    let mut memory: Vec<(u64, usize, f64)> = Vec::new();
+    let mut memory: Vec<Reading> = Vec::new();
     let mut restart: Option<(Duration, Duration)> = None;
     let mut half = 0;
     let mut next_memory = started;
@@ -346,8 +358,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         traffic.pending.extend(sim.step(now_ms()));
         traffic.flush(&http, &endpoint, &ingest_key).await;
         if Instant::now() >= next_memory {
-            if let Some(mib) = server.rss_mib() {
-                memory.push((started.elapsed().as_secs(), half, mib));
+            if let Some((rss, anon)) = server.memory_mib() {
+                memory.push(Reading {
+                    secs: started.elapsed().as_secs(),
+                    half,
+                    rss,
+                    anon,
+                });
             }
             next_memory += MEMORY_EVERY;
         }
@@ -355,7 +372,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             "{} samples acknowledged, {} pending, {:.0} MiB",
             traffic.acknowledged.values().sum::<u64>(),
             traffic.pending.len(),
-            memory.last().map_or(0.0, |m| m.2)
+            memory.last().map_or(0.0, |m| m.rss)
         );
         // Without a terminal (a log file, a CI job) a line a minute instead of the bar.
         if bar.is_hidden() && Instant::now() >= next_line {
@@ -389,6 +406,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     println!("{report}");
     if let Some(path) = &args.report {
         std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
+        // Every reading, for a closer look.
+        let csv: String = std::iter::once("seconds,half,resident_mib,anonymous_mib\n".to_string())
+            .chain(
+                memory
+                    .iter()
+                    .map(|m| format!("{},{},{:.1},{:.1}\n", m.secs, m.half, m.rss, m.anon)),
+            )
+            .collect();
+        std::fs::write(path.with_extension("memory.csv"), csv)?;
     }
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     if log_text.contains("panicked") {
@@ -456,7 +482,7 @@ fn render(
     traffic: &Traffic,
     events: &[Value],
     received: &HashMap<String, u32>,
-    memory: &[(u64, usize, f64)],
+    memory: &[Reading],
     restart: Option<(Duration, Duration)>,
 ) -> String {
     let count = |kind: &str| -> u64 {
@@ -556,41 +582,60 @@ fn render(
         ),
     );
     line(&mut out, String::new());
-    line(&mut out, "Resident memory of `qss serve` (MiB):".into());
+    line(
+        &mut out,
+        "Resident memory of `qss serve` (MiB; anonymous: the heap, without mapped files):".into(),
+    );
     line(&mut out, String::new());
-    line(&mut out, "| minute | MiB |".into());
-    line(&mut out, "|---|---|".into());
-    for (secs, _, mib) in memory.iter().filter(|(s, _, _)| s % 120 < 10) {
-        line(&mut out, format!("| {} | {mib:.0} |", secs / 60));
+    line(&mut out, "| minute | resident | anonymous |".into());
+    line(&mut out, "|---|---|---|".into());
+    for m in memory
+        .iter()
+        .filter(|m| m.secs % 60 < MEMORY_EVERY.as_secs())
+    {
+        line(
+            &mut out,
+            format!("| {} | {:.0} | {:.0} |", m.secs / 60, m.rss, m.anon),
+        );
     }
     line(&mut out, String::new());
     let half_secs = args.minutes * 30;
     for h in 0..2 {
-        let warm: Vec<f64> = memory
+        let warm: Vec<&Reading> = memory
             .iter()
-            .filter(|(s, half, _)| {
-                *half == h && s.saturating_sub(h as u64 * half_secs) >= WARM_UP.as_secs()
+            .filter(|m| {
+                m.half == h && m.secs.saturating_sub(h as u64 * half_secs) >= WARM_UP.as_secs()
             })
-            .map(|m| m.2)
             .collect();
+        let spread = |get: fn(&Reading) -> f64| {
+            let (lo, hi) = warm
+                .iter()
+                .map(|m| get(m))
+                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            (lo, hi, (hi - lo) / lo * 100.0)
+        };
         if warm.is_empty() {
             continue;
         }
-        let (lo, hi) = warm
+        let (lo, hi, pct) = spread(|m| m.rss);
+        let (alo, ahi, apct) = spread(|m| m.anon);
+        let peak = warm
             .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), m| (lo.min(*m), hi.max(*m)));
+            .max_by(|a, b| a.rss.total_cmp(&b.rss))
+            .map_or(0, |m| m.secs);
         line(
             &mut out,
             format!(
-                "- {} half, after {} minutes of warm-up: {lo:.0} to {hi:.0} MiB, a spread of {:.1} % ({}).",
+                "- {} half, after {} minutes of warm-up: resident {lo:.0} to {hi:.0} MiB, a spread of {pct:.1} % ({}; highest at {}:{:02}); anonymous {alo:.0} to {ahi:.0} MiB ({apct:.1} %).",
                 if h == 0 { "First" } else { "Second" },
                 WARM_UP.as_secs() / 60,
-                (hi - lo) / lo * 100.0,
-                if (hi - lo) / lo <= 0.10 {
+                if pct <= 10.0 {
                     "flat within 10 %"
                 } else {
                     "**not flat within 10 %**"
-                }
+                },
+                peak / 60,
+                peak % 60
             ),
         );
     }

@@ -48,8 +48,8 @@ pub struct SoakArgs {
     /// The database: a `postgres://` URL, or by default a SQLite file in a temporary folder.
     #[arg(long)]
     database: Option<String>,
-    /// Also write the report (Markdown) to this file, and every memory reading beside it
-    /// (`<name>.memory.csv`).
+    /// Also write the report (Markdown) to this file, and beside it every memory reading
+    /// (`<name>.memory.csv`) and the server's log (`<name>.serve.log`).
     #[arg(long)]
     report: Option<std::path::PathBuf>,
 }
@@ -415,6 +415,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             )
             .collect();
         std::fs::write(path.with_extension("memory.csv"), csv)?;
+        let _ = std::fs::copy(&log, path.with_extension("serve.log"));
     }
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     if log_text.contains("panicked") {

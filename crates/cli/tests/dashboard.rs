@@ -152,6 +152,28 @@ async fn type_into(c: &Client, selector: &str, text: &str) {
     e.send_keys(text).await.unwrap();
 }
 
+/// Subscribes `receiver` to one event type of the account.
+async fn subscribe(
+    app: &common::TestApp,
+    a: &common::TestAccount,
+    token: &str,
+    receiver: &Receiver,
+    event: &str,
+) {
+    let r = app
+        .client
+        .post(format!(
+            "{}/v2/accounts/{}/qss/webhooks",
+            app.base, a.account_id
+        ))
+        .bearer_auth(token)
+        .json(&json!({"url": receiver.url(), "secret_token": RECEIVER_SECRET, "events": [event]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
 /// A participant sample for the dashboard's meeting.
 fn participant(meeting: &str, p: usize, ts: i64, loss: f64) -> Value {
     json!({"kind": "participant_qos", "meeting_id": meeting, "participant_id": format!("p{p}"),
@@ -178,39 +200,11 @@ async fn the_dashboard_signs_in_shows_meetings_charts_settings_errors_and_retrie
         .await;
     assert_eq!(r.status(), 204);
     let receiver = Receiver::start().await;
-    let r = app
-        .client
-        .post(format!(
-            "{}/v2/accounts/{}/qss/webhooks",
-            app.base, a.account_id
-        ))
-        .bearer_auth(&token)
-        .json(
-            &json!({"url": receiver.url(), "secret_token": RECEIVER_SECRET,
-                      "events": ["qss.meeting_participant_qos"]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    subscribe(&app, &a, &token, &receiver, "qss.meeting_participant_qos").await;
     // And a receiver that fails every delivery: its failures show in the webhooks view.
     let failing = Receiver::start().await;
     failing.set_default(webhook_support::Answer::status(500));
-    let r = app
-        .client
-        .post(format!(
-            "{}/v2/accounts/{}/qss/webhooks",
-            app.base, a.account_id
-        ))
-        .bearer_auth(&token)
-        .json(
-            &json!({"url": failing.url(), "secret_token": RECEIVER_SECRET,
-                      "events": ["qss.phone_call_qos"]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    subscribe(&app, &a, &token, &failing, "qss.phone_call_qos").await;
 
     // Two windows of a three-person meeting, the third person on a lossy network, and a call.
     let t0 = app.clock.now_ms();

@@ -204,7 +204,7 @@ impl Sender {
 }
 
 /// One POST: how the server answered, and how long it asked to wait before trying again.
-async fn post(
+pub(crate) async fn post(
     client: &reqwest::Client,
     endpoint: &str,
     key: &str,
@@ -259,7 +259,7 @@ struct Outcome {
     retries: u32,
 }
 
-enum Answer {
+pub(crate) enum Answer {
     Accepted {
         accepted: u64,
         duplicates: u64,

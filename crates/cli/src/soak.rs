@@ -19,6 +19,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use qss_domain::Sample;
 use qss_sim::{NetworkMix, SimConfig, Simulation};
+
+use crate::simulate::Answer;
 use serde_json::{Value, json};
 
 const RECEIVER_SECRET: &str = "soak-receiver-secret-0123456789";
@@ -187,25 +189,19 @@ impl Traffic {
             let n = self.pending.len().min(500);
             let body = qss_sim::batch_body(&self.pending[..n]);
             self.requests += 1;
-            let answer = http
-                .post(endpoint)
-                .bearer_auth(key)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await;
+            let (answer, _) = crate::simulate::post(http, endpoint, key, body).await;
             match answer {
-                Ok(r) if r.status() == 202 => {
+                Answer::Accepted { .. } => {
                     for s in self.pending.drain(..n) {
                         *self.acknowledged.entry(s.kind()).or_default() += 1;
                     }
                 }
-                Ok(r) => {
+                Answer::Status(status, _) => {
                     self.refused += 1;
-                    *self.answers.entry(r.status().as_u16()).or_default() += 1;
+                    *self.answers.entry(status).or_default() += 1;
                     return; // again at the next tick
                 }
-                Err(_) => {
+                Answer::Failed(_) => {
                     self.refused += 1;
                     *self.answers.entry(0).or_default() += 1;
                     return;

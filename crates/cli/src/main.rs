@@ -4,9 +4,24 @@
 
 /// mimalloc: the aggregation thread frees what the request workers allocated (every parsed
 /// sample), which glibc's allocator serialises on its arenas; mimalloc frees across threads
-/// cheaply (see BENCHMARKS.md).
+/// cheaply (see BENCHMARKS.md). The `system-allocator` feature keeps the system's, for heap
+/// profilers that hook malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Turns transparent huge pages off for the process. mimalloc advises the kernel to back its
+/// arenas with 2 MiB pages, and the kernel's khugepaged later merges partly used 2 MiB ranges
+/// into whole pages at a moment of its choosing: in a 30-minute soak that lifted the resident
+/// set by about 20 MiB in 15 s, with no more live heap (BENCHMARKS.md, "Soak"). A server whose
+/// heap is tens of MiB gains nothing measurable from huge pages (the ingest bench is the same
+/// either way), and a resident set that steps at random cannot be capacity-planned.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("qss: could not turn transparent huge pages off ({e}); memory may step up");
+    }
+}
 
 mod admin;
 mod demo;
@@ -113,6 +128,7 @@ fn init_tracing() {
 }
 
 fn main() -> std::process::ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {

@@ -45,6 +45,9 @@ const PARTS: [&str; 6] = [
 ];
 
 fn main() -> anyhow::Result<()> {
+    // As `qss` itself does (crates/cli/src/main.rs), so that the figures are the shipped ones.
+    #[cfg(target_os = "linux")]
+    rustix::thread::disable_transparent_huge_pages(true)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

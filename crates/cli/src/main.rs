@@ -2,20 +2,21 @@
 //! parsing arguments and printing; the work lives in `qss-server`, `qss-api`, `qss-store` and
 //! `qss-sim`.
 
-/// mimalloc: the aggregation thread frees what the request workers allocated (every parsed
-/// sample), which glibc's allocator serialises on its arenas; mimalloc frees across threads
-/// cheaply (see BENCHMARKS.md). The `system-allocator` feature keeps the system's, for heap
-/// profilers that hook malloc.
-#[cfg(not(feature = "system-allocator"))]
+/// jemalloc (the default `jemalloc` feature): in the 30-minute soak its resident set stayed
+/// flat, across the restart too, where the system allocator's crept up with each traffic peak
+/// and after the restart's replay, and mimalloc's crept up with the traffic (BENCHMARKS.md,
+/// "Soak"). Without the feature, the system allocator, for heap profilers that hook malloc.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Turns transparent huge pages off for the process. mimalloc advises the kernel to back its
-/// arenas with 2 MiB pages, and the kernel's khugepaged later merges partly used 2 MiB ranges
-/// into whole pages at a moment of its choosing: in a 30-minute soak that lifted the resident
-/// set by about 20 MiB in 15 s, with no more live heap (BENCHMARKS.md, "Soak"). A server whose
-/// heap is tens of MiB gains nothing measurable from huge pages (the ingest bench is the same
-/// either way), and a resident set that steps at random cannot be capacity-planned.
+/// Turns transparent huge pages off for the process. Where the heap may have them (mimalloc,
+/// the allocator before, advised them for its arenas; a kernel set to `always` gives them to
+/// any heap), the kernel's khugepaged merges partly used 2 MiB ranges into whole pages at a
+/// moment of its choosing: in a 30-minute soak that lifted the resident set by about 20 MiB in
+/// 15 s, with no more live heap (BENCHMARKS.md, "Soak"). A server whose heap is tens of MiB gains
+/// nothing measurable from huge pages (the ingest bench was no slower without them), and a
+/// resident set that steps at random cannot be capacity-planned.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {

@@ -118,6 +118,27 @@ impl Server {
         Ok(started.elapsed())
     }
 
+    /// The allocator `qss serve` runs on (the same binary as this one), and whether the kernel
+    /// may give it transparent huge pages (`THP_enabled` in `/proc/<pid>/status`).
+    fn memory_setup(&self) -> String {
+        let allocator = if cfg!(feature = "jemalloc") {
+            "jemalloc"
+        } else {
+            "the system allocator"
+        };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()));
+        let thp = match status.ok().as_deref().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("THP_enabled:"))
+                .map(str::trim)
+        }) {
+            Some("0") => "off",
+            Some(_) => "on",
+            None => "unknown",
+        };
+        format!("{allocator}, transparent huge pages {thp}")
+    }
+
     /// Resident memory and its anonymous part (the heap, as opposed to mapped files), MiB.
     fn memory_mib(&self) -> Option<(f64, f64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -254,6 +275,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let mut server = Server::start(&database, port, &admin, &log)?;
     server.wait_ready(&http).await?;
     let base = server.base.clone();
+    let memory_setup = server.memory_setup();
 
     // The account, its settings and its subscription.
     let created: Value = http
@@ -398,7 +420,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let events = settle_events(&http, &v2, &token, start_ms).await?;
     let received = settle_deliveries(&received, &events).await;
 
-    let report = render(&args, &traffic, &events, &received, &memory, restart);
+    let report = render(
+        &args,
+        &traffic,
+        &events,
+        &received,
+        (&memory, &memory_setup),
+        restart,
+    );
     println!("{report}");
     if let Some(path) = &args.report {
         std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
@@ -479,7 +508,7 @@ fn render(
     traffic: &Traffic,
     events: &[Value],
     received: &HashMap<String, u32>,
-    memory: &[Reading],
+    (memory, memory_setup): (&[Reading], &str),
     restart: Option<(Duration, Duration)>,
 ) -> String {
     let count = |kind: &str| -> u64 {
@@ -581,7 +610,10 @@ fn render(
     line(&mut out, String::new());
     line(
         &mut out,
-        "Resident memory of `qss serve` (MiB; anonymous: the heap, without mapped files):".into(),
+        format!(
+            "Resident memory of `qss serve` ({memory_setup}; MiB; anonymous: the heap, without \
+             mapped files):"
+        ),
     );
     line(&mut out, String::new());
     line(&mut out, "| minute | resident | anonymous |".into());

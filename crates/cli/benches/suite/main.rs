@@ -17,11 +17,10 @@
 //! `QSS_BENCH_PG_EVENTS` (default `1000000`). A partial run writes its whole JSON to
 //! `<target>/bench-suite.json`.
 
-/// mimalloc: the aggregation thread frees what the request workers allocated (every parsed
-/// sample), which glibc's allocator serialises on its arenas; mimalloc frees across threads
-/// cheaply (see BENCHMARKS.md).
+/// The same allocator as `qss`: jemalloc, or the system's without the `jemalloc` feature.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod common;
 mod delivery;

@@ -19,9 +19,9 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use qss_domain::Sample;
 use qss_sim::{NetworkMix, SimConfig, Simulation};
+use serde_json::{Value, json};
 
 use crate::simulate::Answer;
-use serde_json::{Value, json};
 
 const RECEIVER_SECRET: &str = "soak-receiver-secret-0123456789";
 const INTERVAL_S: i64 = 10;
@@ -126,12 +126,11 @@ impl Server {
         } else {
             "the system allocator"
         };
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()));
-        let thp = match status.ok().as_deref().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("THP_enabled:"))
-                .map(str::trim)
-        }) {
+        let status = self.status();
+        let thp = match status
+            .as_deref()
+            .and_then(|s| status_field(s, "THP_enabled:"))
+        {
             Some("0") => "off",
             Some(_) => "on",
             None => "unknown",
@@ -139,22 +138,32 @@ impl Server {
         format!("{allocator}, transparent huge pages {thp}")
     }
 
+    /// The kernel's `/proc/<pid>/status` of the server.
+    fn status(&self) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()
+    }
+
     /// Resident memory and its anonymous part (the heap, as opposed to mapped files), MiB.
     fn memory_mib(&self) -> Option<(f64, f64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let field = |name: &str| -> Option<f64> {
-            let kb: f64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))?
-                .trim()
+        let status = self.status()?;
+        let mib = |name: &str| -> Option<f64> {
+            let kb: f64 = status_field(&status, name)?
                 .trim_end_matches("kB")
                 .trim()
                 .parse()
                 .ok()?;
             Some(kb / 1024.0)
         };
-        Some((field("VmRSS:")?, field("RssAnon:")?))
+        Some((mib("VmRSS:")?, mib("RssAnon:")?))
     }
+}
+
+/// The value of one field of a `/proc/<pid>/status`, trimmed.
+fn status_field<'s>(status: &'s str, name: &str) -> Option<&'s str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
 }
 
 impl Drop for Server {
@@ -425,7 +434,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         &traffic,
         &events,
         &received,
-        (&memory, &memory_setup),
+        &memory,
+        &memory_setup,
         restart,
     );
     println!("{report}");
@@ -508,7 +518,8 @@ fn render(
     traffic: &Traffic,
     events: &[Value],
     received: &HashMap<String, u32>,
-    (memory, memory_setup): (&[Reading], &str),
+    memory: &[Reading],
+    memory_setup: &str,
     restart: Option<(Duration, Duration)>,
 ) -> String {
     let count = |kind: &str| -> u64 {
